@@ -1,0 +1,1 @@
+"""Command-line interfaces: ``svrt-data`` (data preparation) and ``svrt-model`` (training and evaluation)."""
