@@ -164,7 +164,9 @@ class SpikeStream:
         out = bits.reshape(b - a, g.height, g.row_width)[:, :, g.col_offset : g.col_offset + g.width]
         return np.ascontiguousarray(out[:, ::-1] if g.flip else out)
 
-    def iter_packed(self, chunk: int = 1024, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_packed(
+        self, chunk: int = 1024, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_frame, packed rows)`` over [start, stop) in chunks of ``chunk`` frames."""
         a, b = self._range(start, stop)
         for s in range(a, b, chunk):
