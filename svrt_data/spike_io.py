@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np
 from svrt_data.errors import SpikeFormatError
 from svrt_data.geometry import DEFAULT_RATE_HZ, Geometry, geometries_fitting
 
-__all__ = ["SpikeStream", "read_dat", "write_dat", "write_dat_packed", "DatWriter", "pack_frames",
+__all__ = ["PackedStream", "SpikeStream", "read_dat", "write_dat", "write_dat_packed", "DatWriter", "pack_frames",
            "unpack_frames"]
 
 BITORDER = "little"
@@ -43,42 +44,16 @@ def pack_frames(frames: np.ndarray) -> np.ndarray:
     return np.packbits(np.asarray(frames, dtype=np.uint8), axis=-1, bitorder=BITORDER)
 
 
-class SpikeStream:
-    """A lazily read ``.dat`` spike stream with an explicit geometry.
+class PackedStream(ABC):
+    """What every lazily read spike stream offers, built on :meth:`packed` and :attr:`geometry`.
 
-    ``len(stream)`` is the frame count; ``stream[a:b]`` (or ``stream[i]``) returns upright
-    ``uint8 (S, H, W)`` frames in {0, 1}; ``stream.packed(a, b)`` returns upright packed rows
-    ``uint8 (S, H, W/8)``. Nothing beyond the requested frames is read.
+    Subclasses set ``geometry`` and ``_n`` and implement :meth:`packed`; they may override
+    :meth:`_unpacked` with a faster path.
     """
 
-    def __init__(self, path: str | os.PathLike, geometry: Geometry, *, truncate: bool = False) -> None:
-        self.path = Path(path)
-        self.geometry = geometry
-        if not self.path.is_file():
-            raise SpikeFormatError(f"{self.path}: no such spike file")
-        size = self.path.stat().st_size
-        fb = geometry.frame_bytes
-        n, rest = divmod(size, fb)
-        if rest and not truncate:
-            fits = [g for g in geometries_fitting(size)]
-            hint = (
-                "geometries that fit this size: " + "; ".join(f"{g.name} ({g.describe()}, "
-                                                              f"{size // g.frame_bytes} frames)" for g in fits)
-                if fits else "no registered geometry fits this size"
-            )
-            raise SpikeFormatError(
-                f"{self.path}: size {size} bytes is not a whole number of {geometry.height}x"
-                f"{geometry.row_width} frames ({fb} bytes each; {n} frames and {rest} bytes left over). "
-                f"{hint}. Pass the right geometry, or truncate=True (--truncate) to drop the partial frame."
-            )
-        self.truncated_bytes = rest
-        self._n = n
-        # A memmap of a zero-length file is an error; keep an empty array instead.
-        self._mm = (
-            np.memmap(self.path, dtype=np.uint8, mode="r", shape=(n, fb)) if n else np.zeros((0, fb), np.uint8)
-        )
+    geometry: Geometry
+    _n: int
 
-    # -- geometry shortcuts -------------------------------------------------------------------
     @property
     def height(self) -> int:
         return self.geometry.height
@@ -102,67 +77,29 @@ class SpikeStream:
     def __len__(self) -> int:
         return self._n
 
-    def __repr__(self) -> str:
-        return f"SpikeStream({str(self.path)!r}, {self._n} frames, {self.geometry.describe()})"
-
-    # -- reading ------------------------------------------------------------------------------
-    def _range(self, start: int | None, stop: int | None) -> tuple[int, int]:
-        a, b, step = slice(start, stop).indices(self._n)
-        if step != 1:
+    def _range(self, start: int | None, stop: int | None, step: int | None = None) -> tuple[int, int]:
+        if step not in (None, 1):
             raise SpikeFormatError("spike streams are read in contiguous frame ranges (step 1)")
+        a, b, _ = slice(start, stop).indices(self._n)
         return a, max(a, b)
 
-    def _raw_rows(self, a: int, b: int) -> np.ndarray:
-        """Stored rows of frames [a, b) as ``(S, H, W_stored/8)`` (only byte-aligned rows)."""
-        g = self.geometry
-        return self._mm[a:b].reshape(b - a, g.height, g.row_width // 8)
-
+    @abstractmethod
     def packed(self, start: int | None = None, stop: int | None = None) -> np.ndarray:
         """Upright packed rows of frames [start, stop): ``uint8 (S, H, W/8)``, C-contiguous."""
-        a, b = self._range(start, stop)
-        g = self.geometry
-        if g.row_width % 8 == 0:
-            rows = self._raw_rows(a, b)
-            c0 = g.col_offset // 8
-            rows = rows[:, :, c0 : c0 + g.packed_width]
-            if g.flip:
-                rows = rows[:, ::-1]
-            return np.ascontiguousarray(rows)
-        return pack_frames(self[a:b]) if g.width % 8 == 0 else self._not_packable()
 
-    def _not_packable(self) -> np.ndarray:
-        g = self.geometry
-        raise SpikeFormatError(
-            f"{self.path}: packed rows need a width that is a multiple of 8, geometry is {g.height}x{g.width}; "
-            "read unpacked frames with stream[a:b] instead"
-        )
+    def _unpacked(self, a: int, b: int) -> np.ndarray:
+        return unpack_frames(self.packed(a, b), self.width)
 
     def __getitem__(self, key: int | slice) -> np.ndarray:
+        """Upright frames ``uint8 (S, H, W)`` in {0, 1} for a slice, ``(H, W)`` for an index."""
         if isinstance(key, slice):
-            a, b = self._range(key.start, key.stop)
-            if key.step not in (None, 1):
-                raise SpikeFormatError("spike streams are read in contiguous frame ranges (step 1)")
-        elif isinstance(key, (int, np.integer)):
+            return self._unpacked(*self._range(key.start, key.stop, key.step))
+        if isinstance(key, (int, np.integer)):
             i = int(key) + (self._n if key < 0 else 0)
             if not 0 <= i < self._n:
                 raise IndexError(f"frame {key} out of range for a stream of {self._n} frames")
-            return self[i : i + 1][0]
-        else:
-            raise TypeError(f"SpikeStream indices are ints or slices, got {type(key).__name__}")
-        g = self.geometry
-        if g.row_width % 8 == 0:
-            # Flip the packed rows first (W/8 bytes per row), then unpack: ~2x faster than the reverse.
-            rows = self._raw_rows(a, b)
-            if g.flip:
-                rows = rows[:, ::-1]
-            out = unpack_frames(rows)
-            if g.row_width != g.width:
-                out = np.ascontiguousarray(out[:, :, g.col_offset : g.col_offset + g.width])
-            return out
-        # Rows are not byte-aligned: unpack whole frames, then cut rows.
-        bits = np.unpackbits(self._mm[a:b], axis=-1, bitorder=BITORDER)
-        out = bits.reshape(b - a, g.height, g.row_width)[:, :, g.col_offset : g.col_offset + g.width]
-        return np.ascontiguousarray(out[:, ::-1] if g.flip else out)
+            return self._unpacked(i, i + 1)[0]
+        raise TypeError(f"spike stream indices are ints or slices, got {type(key).__name__}")
 
     def iter_packed(
         self, chunk: int = 1024, start: int = 0, stop: int | None = None
@@ -175,17 +112,12 @@ class SpikeStream:
     def spike_count(self, start: int | None = None, stop: int | None = None, chunk: int = 2048) -> int:
         """Number of spikes in frames [start, stop), counted on packed bits."""
         a, b = self._range(start, stop)
-        total = 0
-        for s in range(a, b, chunk):
-            e = min(b, s + chunk)
-            if self.geometry.row_width % 8 == 0 and self.geometry.width % 8 == 0:
-                total += int(np.bitwise_count(self.packed(s, e)).sum(dtype=np.int64))
-            else:
-                total += int(self[s:e].sum(dtype=np.int64))
-        return total
+        if self.width % 8:
+            return sum(int(self[s : min(b, s + chunk)].sum(dtype=np.int64)) for s in range(a, b, chunk))
+        return sum(int(np.bitwise_count(p).sum(dtype=np.int64)) for _, p in self.iter_packed(chunk, a, b))
 
     def firing_rate(self, start: int | None = None, stop: int | None = None) -> float:
-        """Mean spikes per pixel per frame over [start, stop)."""
+        """Mean spikes per pixel per frame over [start, stop) (NaN for an empty range)."""
         a, b = self._range(start, stop)
         if b == a:
             return float("nan")
@@ -196,8 +128,81 @@ class SpikeStream:
         a, b = self._range(start, stop)
         acc = np.zeros((self.height, self.width), np.int64)
         for s in range(a, b, chunk):
-            acc += self[s : min(b, s + chunk)].sum(axis=0, dtype=np.int64)
+            acc += self._unpacked(s, min(b, s + chunk)).sum(axis=0, dtype=np.int64)
         return (acc / max(1, b - a)).astype(np.float32)
+
+
+class SpikeStream(PackedStream):
+    """A lazily read ``.dat`` spike stream with an explicit geometry.
+
+    ``len(stream)`` is the frame count; ``stream[a:b]`` (or ``stream[i]``) returns upright
+    ``uint8 (S, H, W)`` frames in {0, 1}; ``stream.packed(a, b)`` returns upright packed rows
+    ``uint8 (S, H, W/8)``. Nothing beyond the requested frames is read.
+    """
+
+    def __init__(self, path: str | os.PathLike, geometry: Geometry, *, truncate: bool = False) -> None:
+        self.path = Path(path)
+        self.geometry = geometry
+        if not self.path.is_file():
+            raise SpikeFormatError(f"{self.path}: no such spike file")
+        size = self.path.stat().st_size
+        fb = geometry.frame_bytes
+        n, rest = divmod(size, fb)
+        if rest and not truncate:
+            fits = geometries_fitting(size)
+            hint = (
+                "geometries that fit this size: "
+                + "; ".join(f"{g.name} ({g.describe()}, {size // g.frame_bytes} frames)" for g in fits)
+                if fits
+                else "no registered geometry fits this size"
+            )
+            raise SpikeFormatError(
+                f"{self.path}: size {size} bytes is not a whole number of {geometry.height}x"
+                f"{geometry.row_width} frames ({fb} bytes each; {n} frames and {rest} bytes left over). "
+                f"{hint}. Pass the right geometry, or truncate=True (--truncate) to drop the partial frame."
+            )
+        self.truncated_bytes = rest
+        self._n = n
+        # A memmap of a zero-length file is an error; keep an empty array instead.
+        self._mm = (
+            np.memmap(self.path, dtype=np.uint8, mode="r", shape=(n, fb)) if n else np.zeros((0, fb), np.uint8)
+        )
+
+    def __repr__(self) -> str:
+        return f"SpikeStream({str(self.path)!r}, {self._n} frames, {self.geometry.describe()})"
+
+    def _raw_rows(self, a: int, b: int) -> np.ndarray:
+        """Stored rows of frames [a, b) as ``(S, H, W_stored/8)`` (only byte-aligned rows)."""
+        g = self.geometry
+        return self._mm[a:b].reshape(b - a, g.height, g.row_width // 8)
+
+    def packed(self, start: int | None = None, stop: int | None = None) -> np.ndarray:
+        a, b = self._range(start, stop)
+        g = self.geometry
+        if g.width % 8:
+            raise SpikeFormatError(
+                f"{self.path}: packed rows need a width that is a multiple of 8, geometry is "
+                f"{g.height}x{g.width}; read unpacked frames with stream[a:b] instead"
+            )
+        if g.row_width % 8:
+            return pack_frames(self._unpacked(a, b))
+        c0 = g.col_offset // 8
+        rows = self._raw_rows(a, b)[:, :, c0 : c0 + g.packed_width]
+        return np.ascontiguousarray(rows[:, ::-1] if g.flip else rows)
+
+    def _unpacked(self, a: int, b: int) -> np.ndarray:
+        g = self.geometry
+        if g.row_width % 8 == 0:
+            # Flip the packed rows first (W/8 bytes per row), then unpack: ~2x faster than the reverse.
+            rows = self._raw_rows(a, b)
+            out = unpack_frames(rows[:, ::-1] if g.flip else rows)
+            if g.row_width != g.width:
+                out = np.ascontiguousarray(out[:, :, g.col_offset : g.col_offset + g.width])
+            return out
+        # Rows are not byte-aligned: unpack whole frames, then cut rows.
+        bits = np.unpackbits(self._mm[a:b], axis=-1, bitorder=BITORDER)
+        out = bits.reshape(b - a, g.height, g.row_width)[:, :, g.col_offset : g.col_offset + g.width]
+        return np.ascontiguousarray(out[:, ::-1] if g.flip else out)
 
 
 def read_dat(
