@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import geometry_options, library_errors
+from cli.options import geometry_option, geometry_options, library_errors
 from svrt_data.geometry import Geometry
 
 
@@ -44,10 +44,9 @@ def _open_stream(path: Path, geometry: Geometry | None, truncate: bool = False):
 def inspect(path: Path, geometry_text: str | None, flip: bool | None, rate_hz: float | None, truncate: bool,
             png: Path | None) -> None:
     """Describe a spike stream (.dat or .h5): geometry, frames, firing rate; optionally a PNG preview."""
-    from svrt_data.geometry import parse_geometry
     from svrt_data.preview import stream_preview
 
-    geometry = parse_geometry(geometry_text, flip=flip, rate_hz=rate_hz) if geometry_text else None
+    geometry = geometry_option(geometry_text, flip, rate_hz) if geometry_text else None
     stream = _open_stream(path, geometry, truncate)
     n = len(stream)
     rows = [
@@ -100,3 +99,63 @@ def import_h5_cmd(source: Path, out: Path, flip: bool | None, overwrite: bool) -
         raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
     import_h5(source, out, flip=flip)
     click.echo(f"wrote {out}")
+
+
+@main.command()
+@click.argument("raw_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--validate", "validate_log", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Validate this existing align log against RAW_ROOT instead of writing one.")
+@click.option("--rule", type=click.Choice(["per-frame-files", "centred", "timestamps"]), default="per-frame-files",
+              show_default=True, help="How blurry frames map to spike windows.")
+@click.option("--frames-per-blur", default="NN*8", show_default=True,
+              help="per-frame-files: spike frames per blurry frame: N, NN*k (NN from the sequence name) or 'file'.")
+@click.option("--exposure", type=float, help="centred: exposure length in spike frames.")
+@click.option("--step", type=float, help="centred: spike frames between consecutive blurry frames.")
+@click.option("--first-centre", type=float, help="centred: centre of blurry frame 0, in spike frames.")
+@click.option("--stream", default="spike/stream.dat", show_default=True,
+              help="centred: the long stream of each sequence, relative to the sequence folder.")
+@click.option("--timestamps", "timestamps_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="timestamps: CSV split,sequence,frame,spike_file,start,end.")
+@click.option("--unit", type=click.Choice(["s", "frames"]), default="s", show_default=True,
+              help="timestamps: unit of start/end.")
+@click.option("--geometry", "geometry_text", metavar="HxW|NAME", help="Spike frame size (not for --validate).")
+@click.option("--flip/--no-flip", default=None, help="Rows stored bottom-up (default: registry's, else --flip).")
+@click.option("--rate", "rate_hz", type=float, default=None, help="Spike rate in Hz (default 20000).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: RAW_ROOT/align.csv.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing log.")
+@library_errors
+def align(raw_root: Path, validate_log: Path | None, rule: str, frames_per_blur: str, exposure: float | None,
+          step: float | None, first_centre: float | None, stream: str, timestamps_file: Path | None, unit: str,
+          geometry_text: str | None, flip: bool | None, rate_hz: float | None, out: Path | None,
+          overwrite: bool) -> None:
+    """Write the align log of a raw dataset from a timing rule, or validate an existing one."""
+    from svrt_data import align as al
+
+    if validate_log is not None:
+        log = al.read_align_log(validate_log)
+        al.validate_align_log(log, raw_root)
+        n_seq = len(log.sequences())
+        click.echo(f"{validate_log}: valid ({len(log.entries)} frames in {n_seq} sequences, "
+                   f"{log.geometry.describe()})")
+        return
+    if geometry_text is None:
+        raise click.UsageError("--geometry is required to write an align log (e.g. --geometry 360x640)")
+    geometry = geometry_option(geometry_text, flip, rate_hz)
+    if rule == "per-frame-files":
+        spec = al.PerFrameFiles(frames_per_blur=frames_per_blur)
+    elif rule == "centred":
+        if exposure is None or step is None or first_centre is None:
+            raise click.UsageError("--rule centred needs --exposure, --step and --first-centre")
+        spec = al.CentredExposure(exposure, step, first_centre, stream)
+    elif rule == "timestamps":
+        if timestamps_file is None:
+            raise click.UsageError("--rule timestamps needs --timestamps FILE")
+        spec = al.Timestamps(str(timestamps_file), unit)
+    else:
+        raise click.UsageError(f"unknown rule {rule!r}")
+    out = out or raw_root / "align.csv"
+    if out.exists() and not overwrite:
+        raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
+    log = al.build_align_log(raw_root, spec, geometry)
+    al.write_align_log(log, out)
+    click.echo(f"wrote {out}: {len(log.entries)} frames in {len(log.sequences())} sequences ({spec.describe()})")

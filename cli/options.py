@@ -35,13 +35,17 @@ def geometry_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--rate", "rate_hz", type=float, default=None, help="Spike rate in Hz (default 20000).")
     @functools.wraps(fn)
     def wrapper(*args: Any, geometry_text: str, flip: bool | None, rate_hz: float | None, **kwargs: Any) -> Any:
-        try:
-            geometry = parse_geometry(geometry_text, flip=flip, rate_hz=rate_hz)
-        except SvrtError as exc:
-            raise click.BadParameter(str(exc), param_hint="--geometry") from exc
-        return fn(*args, geometry=geometry, **kwargs)
+        return fn(*args, geometry=geometry_option(geometry_text, flip, rate_hz), **kwargs)
 
     return wrapper
+
+
+def geometry_option(text: str, flip: bool | None, rate_hz: float | None) -> Geometry:
+    """Parse a ``--geometry`` value, reporting a bad one as a usage error (exit status 2)."""
+    try:
+        return parse_geometry(text, flip=flip, rate_hz=rate_hz)
+    except SvrtError as exc:
+        raise click.BadParameter(str(exc), param_hint="--geometry") from exc
 
 
 def parse_size(text: str, what: str = "--size") -> tuple[int, int]:
@@ -55,4 +59,4 @@ def parse_size(text: str, what: str = "--size") -> tuple[int, int]:
     return h, w
 
 
-__all__ = ["Geometry", "geometry_options", "library_errors", "parse_size"]
+__all__ = ["Geometry", "geometry_option", "geometry_options", "library_errors", "parse_size"]

@@ -105,6 +105,10 @@ class AlignEntry:
     def key(self) -> tuple[str, str]:
         return (self.split, self.sequence)
 
+    @property
+    def window_text(self) -> str:
+        return f"[{_format_number(self.t0)}, {_format_number(self.t1)})"
+
     def where(self) -> str:
         return f"line {self.line}" if self.line else f"{self.split}/{self.sequence} frame {self.frame}"
 
@@ -285,9 +289,9 @@ def validate_align_log(log: AlignLog, raw_root: str | os.PathLike, *, check_blur
                 problems.append(f"{e.where()}: {exc}")
         n = lengths[e.spike_file]
         if not (math.isfinite(e.t0) and math.isfinite(e.t1)) or not e.t0 < e.t1:
-            problems.append(f"{e.where()}: window [{e.t0}, {e.t1}) is empty or reversed; need t0 < t1")
+            problems.append(f"{e.where()}: window {e.window_text} is empty or reversed; need t0 < t1")
         elif n is not None and (e.t0 < 0 or e.t1 > n):
-            problems.append(f"{e.where()}: window [{e.t0}, {e.t1}) lies outside {e.spike_file} "
+            problems.append(f"{e.where()}: window {e.window_text} lies outside {e.spike_file} "
                             f"(frames [0, {n}))")
     for (split, seq), entries in log.sequences().items():
         name = f"{split}/{seq}" if split else seq
@@ -304,8 +308,8 @@ def validate_align_log(log: AlignLog, raw_root: str | os.PathLike, *, check_blur
         for f, es in by_file.items():
             for a, b in zip(es, es[1:], strict=False):
                 if not (a.t0 <= b.t0 and a.t1 <= b.t1):
-                    problems.append(f"{b.where()}: window [{b.t0}, {b.t1}) of frame {b.frame} comes before "
-                                    f"frame {a.frame}'s [{a.t0}, {a.t1}) in {f}; windows must be ordered")
+                    problems.append(f"{b.where()}: window {b.window_text} of frame {b.frame} comes before "
+                                    f"frame {a.frame}'s {a.window_text} in {f}; windows must be ordered")
         blur = root / split / seq / "blur"
         if check_blur_frames and blur.is_dir():
             n_img = sum(1 for p in blur.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
