@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import geometry_option, geometry_options, library_errors
+from cli.options import geometry_option, library_errors, parse_size
 from svrt_data.geometry import Geometry
 
 
@@ -43,9 +43,12 @@ def _open_stream(path: Path, geometry: Geometry | None, truncate: bool = False):
 @library_errors
 def inspect(path: Path, geometry_text: str | None, flip: bool | None, rate_hz: float | None, truncate: bool,
             png: Path | None) -> None:
-    """Describe a spike stream (.dat or .h5): geometry, frames, firing rate; optionally a PNG preview."""
+    """Describe a spike stream (.dat or .h5) or an svrt store (.zarr); optionally write a PNG preview."""
     from svrt_data.preview import stream_preview
 
+    if path.is_dir():
+        _inspect_store(path, png)
+        return
     geometry = geometry_option(geometry_text, flip, rate_hz) if geometry_text else None
     stream = _open_stream(path, geometry, truncate)
     n = len(stream)
@@ -70,16 +73,26 @@ def inspect(path: Path, geometry_text: str | None, flip: bool | None, rate_hz: f
 @main.command("export-h5")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@geometry_options
-@click.option("--chunk-frames", type=int, default=256, show_default=True, help="Frames per HDF5 chunk.")
+@click.option("--geometry", "geometry_text", metavar="HxW|NAME", help="Spike frame size (for a .dat SOURCE).")
+@click.option("--flip/--no-flip", default=None, help="Rows stored bottom-up (default: registry's, else --flip).")
+@click.option("--rate", "rate_hz", type=float, default=None, help="Spike rate in Hz (default 20000).")
+@click.option("--chunk-frames", type=int, default=256, show_default=True, help="Frames per HDF5 chunk (.dat).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @library_errors
-def export_h5_cmd(source: Path, out: Path, geometry: Geometry, chunk_frames: int, overwrite: bool) -> None:
-    """Export a .dat spike stream to HDF5 (packed upright rows, chunked along time)."""
+def export_h5_cmd(source: Path, out: Path, geometry_text: str | None, flip: bool | None, rate_hz: float | None,
+                  chunk_frames: int, overwrite: bool) -> None:
+    """Export an svrt store (SOURCE.zarr) or a .dat spike stream to HDF5; import-h5 reverses it bit-exactly."""
     from svrt_data.hdf5 import export_h5
 
     if out.exists() and not overwrite:
         raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
+    if source.is_dir():
+        from svrt_data.store.h5 import export_store_h5
+
+        export_store_h5(source, out)
+        click.echo(f"wrote {out}")
+        return
+    geometry = geometry_option(geometry_text, flip, rate_hz) if geometry_text else None
     stream = _open_stream(source, geometry)
     export_h5(stream, out, chunk_frames=chunk_frames)
     click.echo(f"wrote {out}: {len(stream)} frames of {stream.height}x{stream.width}")
@@ -87,17 +100,25 @@ def export_h5_cmd(source: Path, out: Path, geometry: Geometry, chunk_frames: int
 
 @main.command("import-h5")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
 @click.option("--flip/--no-flip", default=None, help="Row order of the .dat to write (default: the source's).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @library_errors
 def import_h5_cmd(source: Path, out: Path, flip: bool | None, overwrite: bool) -> None:
-    """Write an HDF5 spike stream (from export-h5) back to a .dat file, bit for bit."""
+    """Turn an export-h5 file back into what it came from: an svrt store (OUT.zarr) or a .dat stream."""
+    import h5py
+
     from svrt_data.hdf5 import import_h5
+    from svrt_data.store.h5 import H5_FORMAT, import_store_h5
 
     if out.exists() and not overwrite:
         raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
-    import_h5(source, out, flip=flip)
+    with h5py.File(source, "r") as f:
+        is_store = f.attrs.get("svrt_format") == H5_FORMAT
+    if is_store:
+        import_store_h5(source, out, overwrite=overwrite)
+    else:
+        import_h5(source, out, flip=flip)
     click.echo(f"wrote {out}")
 
 
@@ -159,3 +180,134 @@ def align(raw_root: Path, validate_log: Path | None, rule: str, frames_per_blur:
     log = al.build_align_log(raw_root, spec, geometry)
     al.write_align_log(log, out)
     click.echo(f"wrote {out}: {len(log.entries)} frames in {len(log.sequences())} sequences ({spec.describe()})")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--sequences", type=int, default=2, show_default=True, help="Sequences in the train split.")
+@click.option("--test-sequences", type=int, default=1, show_default=True, help="Sequences in the test split.")
+@click.option("--frames", type=int, default=6, show_default=True, help="Blurry frames per sequence.")
+@click.option("--size", default="128x256", show_default=True, metavar="HxW", help="RGB frame size.")
+@click.option("--spike-scale", type=float, default=0.5, show_default=True,
+              help="Spike pixels per RGB pixel; the spike width must come out a multiple of 8.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds everything: same seed, same bytes.")
+@click.option("--source-frames", type=int, default=7, show_default=True,
+              help="NN: source frames per blurry frame (8 spike frames each; named SYNkkkk_NN_00).")
+@click.option("--threshold", type=float, default=2.0, show_default=True, help="Integrate-and-fire threshold (>= 1).")
+@click.option("--noise", "noise_std", type=float, default=0.0, show_default=True,
+              help="Std of Gaussian intensity noise per pixel and spike frame (intensity in [0, 1]).")
+@click.option("--dark-rate", type=float, default=0.0, show_default=True,
+              help="Probability of a dark spike per pixel and spike frame.")
+@click.option("--motion", type=float, default=1.0, show_default=True, help="Camera motion scale (0: static).")
+@click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of your own photographs (default: scikit-image's bundled ones).")
+@click.option("--overwrite", is_flag=True, help="Replace a synthetic dataset already in OUT_DIR.")
+@library_errors
+def synth(out_dir: Path, sequences: int, test_sequences: int, frames: int, size: str, spike_scale: float, seed: int,
+          source_frames: int, threshold: float, noise_std: float, dark_rate: float, motion: float,
+          images: Path | None, overwrite: bool) -> None:
+    """Synthesize a raw dataset in the Spk-GoPro layout (blur, sharp, spike .dat, flow, align.csv)."""
+    from svrt_data.synth import synthesize
+
+    r = synthesize(out_dir, sequences=sequences, test_sequences=test_sequences, frames=frames,
+                   size=parse_size(size), spike_scale=spike_scale, seed=seed, source_frames=source_frames,
+                   threshold=threshold, noise_std=noise_std, dark_rate=dark_rate, motion=motion, images=images,
+                   overwrite=overwrite)
+    n_train = sum(split == "train" for split, _ in r.sequences)
+    click.echo(f"wrote {r.out_dir}: {n_train} train + {len(r.sequences) - n_train} test sequences x {r.frames} frames "
+               f"({r.size[0]}x{r.size[1]} RGB, {r.spike_size[0]}x{r.spike_size[1]} spikes, "
+               f"{source_frames * 8} spike frames per blurry frame) in {r.seconds:.1f} s")
+    click.echo(f"mean firing rate {r.firing_rate:.4f} spikes/pixel/frame; align log {r.align_log}")
+
+
+def _inspect_store(path: Path, png: Path | None) -> None:
+    from svrt_data.store import open_store
+    from svrt_data.store.preview import sequence_preview
+
+    store = open_store(path)
+    vox = store.voxel
+    click.echo(f"store {path}: layout v{store.attrs['svrt_layout']['version']}, voxels K={vox['bins']} "
+               f"mode={vox['mode']} ({vox['dtype']})")
+    header = ("split", "sequence", "frames", "rgb", "spikes", "spike frames", "sharp")
+    rows = []
+    for split, name in store.sequence_keys():
+        seq = store.sequence(split, name)
+        rows.append((split or "-", name, str(seq.n_frames), "x".join(map(str, seq.rgb_shape)),
+                     "x".join(map(str, seq.spike_shape)), str(seq.spikes.shape[0]),
+                     "yes" if seq.sharp is not None else "no"))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    for r in (header, *rows):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    for key in store.incomplete():
+        click.echo(f"incomplete: {key} (rerun svrt-data voxelize --resume)")
+    total = sum(int(r[2]) for r in rows)
+    click.echo(f"{len(rows)} complete sequences, {total} frames")
+    if png is not None:
+        if not rows:
+            raise click.ClickException(f"{path}: no complete sequence to preview")
+        split, name = store.sequence_keys()[0]
+        sequence_preview(store.sequence(split, name), png)
+        click.echo(f"preview: {png} ({split}/{name}, middle frame: blurry | spike average | voxel bins)")
+
+
+@main.command()
+@click.argument("raw_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--align", "align_log", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Align log (default: RAW_ROOT/align.csv).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Store to write.")
+@click.option("--bins", type=click.IntRange(1, 1024), default=32, show_default=True, help="Voxel bins K.")
+@click.option("--mode", type=click.Choice(["count", "linear"]), default="count", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cupy"]), default="auto",
+              show_default=True, help="Voxelization backend (cupy: GPU workers only).")
+@click.option("--overwrite", is_flag=True, help="Delete an existing store first.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Skip sequences already complete (incomplete ones are always rebuilt).")
+@click.option("--sequences", "sequences_text", help="Comma-separated sequences (split/name or name) to write.")
+@click.option("--scheduler", default="none", show_default=True,
+              help="none (in-process), local (a local Dask cluster) or a scheduler address tcp://host:8786.")
+@click.option("--workers", type=click.IntRange(1, 1024), default=2, show_default=True,
+              help="Processes for --scheduler local.")
+@click.option("--blur-dir", default="blur", show_default=True, help="Folder of blurry frames in each sequence.")
+@click.option("--sharp-dir", default="sharp", show_default=True, help="Folder of sharp frames ('' for none).")
+@click.option("--dry-run", is_flag=True, help="Validate and print the plan; write nothing.")
+@library_errors
+def voxelize(raw_root: Path, align_log: Path | None, out: Path, bins: int, mode: str, backend: str, overwrite: bool,
+             resume: bool, sequences_text: str | None, scheduler: str, workers: int, blur_dir: str, sharp_dir: str,
+             dry_run: bool) -> None:
+    """Voxelize a raw dataset into an svrt Zarr store (validates everything before writing; resumable)."""
+    from pipelines.voxelize_job import voxelize_dataset
+
+    align_log = align_log or raw_root / "align.csv"
+    if not align_log.is_file():
+        raise click.UsageError(f"no align log at {align_log}; write one with `svrt-data align` or pass --align")
+    seqs = [s.strip() for s in sequences_text.split(",") if s.strip()] if sequences_text else None
+    report = voxelize_dataset(raw_root, align_log, out, bins=bins, mode=mode, backend=backend, overwrite=overwrite,
+                              resume=resume, sequences=seqs, scheduler=scheduler, workers=workers, dry_run=dry_run,
+                              blur_dir=blur_dir, sharp_dir=sharp_dir or None)
+    plan = report.plan
+    if dry_run:
+        click.echo(f"dry run: {len(plan.tasks)} sequence(s) to write, {len(plan.skipped)} complete and skipped")
+        for task_id, key, action, frames, shards in plan.table():
+            click.echo(f"  task {task_id:>3}  {action:<7}  {key}  ({frames} frames, {shards} shards)")
+        return
+    secs = max(report.seconds, 1e-9)
+    click.echo(f"wrote {len(report.written)} sequence(s) to {out}, skipped {len(plan.skipped)} complete")
+    click.echo(f"  frames {report.frames}, spike frames {report.spike_frames}; read {report.bytes_in / 1e6:.1f} MB, "
+               f"wrote {report.bytes_out / 1e6:.1f} MB in {report.seconds:.1f} s "
+               f"({report.frames / secs:.1f} frames/s, {report.bytes_in / secs / 1e6:.1f} MB/s in)")
+
+
+@main.command()
+@click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--no-checksums", is_flag=True, help="Skip recomputing checksums (faster).")
+def verify(store: Path, no_checksums: bool) -> None:
+    """Check a store: completeness, shapes, dtypes, windows and checksums. Exit status 1 if anything is wrong."""
+    from svrt_data.store import verify_store
+
+    report = verify_store(store, checksums=not no_checksums)
+    for p in report.problems:
+        click.echo(f"PROBLEM: {p}")
+    click.echo(f"{store}: {report.sequences} sequences, {report.frames} frames: "
+               f"{'all well' if report.ok else f'{len(report.problems)} problem(s)'}")
+    if not report.ok:
+        raise SystemExit(1)
