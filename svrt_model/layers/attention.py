@@ -1,0 +1,182 @@
+"""Window attention: a pure function with a fused (SDPA) and a plain (matmul-softmax) path, and the
+``WindowAttention`` module of VRT's TMSA blocks (self attention, plus mutual attention in the first
+group of each stage; Liang et al., "VRT: A Video Restoration Transformer", 2022).
+
+The module only owns parameters and buffers (official names); the arithmetic lives in
+:func:`window_attention`, which tests compare across paths.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from svrt_model.errors import ModelConfigError
+from svrt_model.layers.position import relative_position_bias, relative_position_index, sine_position_encoding
+
+__all__ = ["ATTENTION_IMPLS", "WindowAttention", "window_attention"]
+
+ATTENTION_IMPLS = ("fused", "plain")
+"""``"fused"``: ``F.scaled_dot_product_attention`` with one additive mask; ``"plain"``: the reference."""
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _plain_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, rel_bias: torch.Tensor | None,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    bw, heads, n, _ = q.shape
+    attn = (q * scale) @ k.transpose(-2, -1)  # B*nW nH N N
+    if rel_bias is not None:
+        attn = attn + rel_bias.unsqueeze(0)
+    if mask is not None:
+        nw = mask.shape[0]
+        attn = attn.view(bw // nw, nw, heads, n, n) + mask[None, :, None].to(attn.dtype)
+        attn = attn.view(bw, heads, n, n)
+    if attn.dtype in _LOW_PRECISION:  # softmax in float32: logits hold -100 masks and small biases
+        attn = attn.float().softmax(dim=-1).to(v.dtype)
+    else:
+        attn = attn.softmax(dim=-1)
+    return attn @ v
+
+
+def _fused_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, rel_bias: torch.Tensor | None,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    bw, heads, n, hd = q.shape
+    if mask is None:
+        bias = None if rel_bias is None else rel_bias.unsqueeze(0).to(q.dtype)  # broadcast over windows
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    nw = mask.shape[0]
+    batch = bw // nw
+    bias = mask.unsqueeze(1).to(q.dtype)  # nW 1 N N
+    if rel_bias is not None:
+        bias = bias + rel_bias.unsqueeze(0).to(q.dtype)  # nW nH N N: one additive mask
+    if batch == 1:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    # Several clips: fold windows into the head axis so the per-window mask broadcasts over clips
+    # instead of being copied once per clip.
+    bias = bias.expand(nw, heads, n, n).reshape(1, nw * heads, n, n)
+    q, k, v = (t.reshape(batch, nw * heads, n, hd) for t in (q, k, v))  # B (nW nH) N hd
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    return out.view(bw, heads, n, hd)
+
+
+def window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    rel_bias: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    impl: str = "fused",
+) -> torch.Tensor:
+    """Multi-head attention inside windows, with an optional per-head bias and per-window mask.
+
+    ``softmax(scale * q k^T + rel_bias + mask) v`` for every window and head.
+
+    Args:
+        q, k, v: ``(B*nW, nH, N, hd)``; windows ordered clip-major (``B`` clips of ``nW`` windows).
+        scale: logit scale (``hd ** -0.5`` unless configured).
+        rel_bias: ``(nH, N, N)`` relative position bias, shared by all windows, or None.
+        mask: ``(nW, N, N)`` additive shifted-window mask, shared by all clips, or None.
+        impl: ``"fused"`` (``F.scaled_dot_product_attention``, bias and mask as one additive mask in
+            q's dtype) or ``"plain"`` (matmul-softmax-matmul as the official code, softmax in float32
+            for half-precision inputs).
+
+    Returns:
+        ``(B*nW, nH, N, hd)``.
+    """
+    if impl == "fused":
+        return _fused_attention(q, k, v, scale, rel_bias, mask)
+    elif impl == "plain":
+        return _plain_attention(q, k, v, scale, rel_bias, mask)
+    else:
+        raise ModelConfigError(f"window_attention: unknown impl {impl!r}; expected one of {ATTENTION_IMPLS}")
+
+
+class WindowAttention(nn.Module):
+    """Self attention with relative position bias, optionally plus mutual attention between 2 frames.
+
+    Mutual attention (window depth 2) splits each window's tokens into frame 1 and frame 2: frame-1
+    slots get ``attention(q2, k1, v1)`` (frame 2 aligned to frame 1) and frame-2 slots ``attention(q1,
+    k2, v2)``, from a separate projection of ``x + sine position encoding``, without relative bias.
+    The output is ``proj(cat[mutual, self])``.
+
+    Args:
+        dim: channels C.
+        window: full window ``(Wd, Wh, Ww)`` (buffers are sized from it).
+        num_heads: heads nH.
+        qkv_bias: bias in the projections.
+        qk_scale: logit scale, None for ``(C/nH) ** -0.5``.
+        mutual: add mutual attention (needs ``Wd == 2``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        window: tuple[int, int, int],
+        num_heads: int,
+        *,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        mutual: bool = False,
+    ) -> None:
+        super().__init__()
+        if mutual and window[0] != 2:
+            raise ModelConfigError(f"WindowAttention: mutual attention needs a window depth of 2, got {window}")
+        self.dim = dim
+        self.window = tuple(window)
+        self.num_heads = num_heads
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.mutual = mutual
+        self.impl = "fused"
+        wd, wh, ww = window
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1), num_heads)
+        )
+        self.register_buffer("relative_position_index", relative_position_index(self.window))
+        if mutual:
+            self.register_buffer("position_bias", sine_position_encoding(wh, ww, dim // 2))
+        self.qkv_self = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(2 * dim if mutual else dim, dim)
+        if mutual:
+            self.qkv_mut = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def _heads(self, qkv: torch.Tensor) -> torch.Tensor:
+        bw, n, _ = qkv.shape
+        return qkv.view(bw, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # 3 B*nW nH N hd
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attend within windows.
+
+        Args:
+            x: ``(B*nW, N, C)`` window tokens in (d, h, w) order.
+            mask: ``(nW, N, N)`` shifted-window mask or None.
+
+        Returns:
+            ``(B*nW, N, C)``.
+        """
+        bw, n, c = x.shape
+        q, k, v = self._heads(self.qkv_self(x))
+        rel_bias = relative_position_bias(self.relative_position_bias_table, self.relative_position_index, n)
+        out = window_attention(q, k, v, scale=self.scale, rel_bias=rel_bias, mask=mask, impl=self.impl)
+        out = out.transpose(1, 2).reshape(bw, n, c)
+        if self.mutual:
+            half = n // 2
+            pos = self.position_bias.to(x.dtype).repeat(1, 2, 1)  # 1 N C: same encoding for both frames
+            q, k, v = self._heads(self.qkv_mut(x + pos))
+            q1, q2 = q[:, :, :half], q[:, :, half:]
+            k1, k2 = k[:, :, :half], k[:, :, half:]
+            v1, v2 = v[:, :, :half], v[:, :, half:]
+            m = None if mask is None else mask[:, :half, :half]  # the official slice
+            a1 = window_attention(q2, k1, v1, scale=self.scale, mask=m, impl=self.impl)  # frame 2 -> 1 slots
+            a2 = window_attention(q1, k2, v2, scale=self.scale, mask=m, impl=self.impl)
+            mut = torch.cat([a1, a2], dim=2).transpose(1, 2).reshape(bw, n, c)
+            out = torch.cat([mut, out], dim=2)
+        return self.proj(out)

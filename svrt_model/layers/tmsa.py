@@ -1,0 +1,187 @@
+"""TMSA: VRT's temporal mutual self attention block, its group (``TMSAG``) and the residual group of stage 8
+(``RTMSA``) (Liang et al., "VRT: A Video Restoration Transformer", 2022).
+
+All three take channels-last tokens ``(B, D, H, W, C)``; the official code permutes to channels-first
+between modules, which changes no value. Gradient checkpointing is a per-block run-time switch
+(``checkpoint_attn``, ``checkpoint_ffn``), set through ``VRT.set_grad_checkpointing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from svrt_model.layers.attention import WindowAttention
+from svrt_model.layers.drop_path import DropPath
+from svrt_model.layers.mlp import MlpGEGLU
+from svrt_model.layers.window import (
+    effective_window,
+    pad_to_windows,
+    shifted_window_mask,
+    window_partition,
+    window_reverse,
+)
+
+__all__ = ["RTMSA", "TMSA", "TMSAG"]
+
+Size3 = tuple[int, int, int]
+
+
+class TMSA(nn.Module):
+    """One block: ``x + attn(norm1(x))`` in (shifted) windows, then ``x + mlp(norm2(x))``.
+
+    Args:
+        dim: channels C.
+        num_heads: attention heads.
+        window: window ``(Wd, Wh, Ww)``.
+        shift: cyclic shift ``(Sd, Sh, Sw)``; zeros for an unshifted block.
+        mutual: mutual + self attention (window depth 2) instead of self attention only.
+        mlp_ratio: GEGLU hidden width over C.
+        qkv_bias: bias in the q/k/v projections.
+        qk_scale: logit scale override.
+        drop_path: stochastic depth probability of both residual branches.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: Size3,
+        shift: Size3,
+        *,
+        mutual: bool,
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.window = tuple(window)
+        self.shift = tuple(shift)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, self.window, num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, mutual=mutual)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MlpGEGLU(dim, int(dim * mlp_ratio))
+        self.checkpoint_attn = False
+        self.checkpoint_ffn = False
+
+    def attention_part(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention branch (before the residual add): ``(B, D, H, W, C)`` to the same shape."""
+        b, d, h, w, _ = x.shape
+        win, shift = effective_window((d, h, w), self.window, self.shift)
+        shifted = any(s > 0 for s in shift)
+        x = pad_to_windows(self.norm1(x), win)  # pad after the norm: padded tokens are exact zeros
+        size = tuple(x.shape[1:4])
+        mask = None
+        if shifted:
+            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
+            mask = shifted_window_mask(size, win, shift, x.device)
+        out = self.attn(window_partition(x, win), mask)  # B*nW N C
+        x = window_reverse(out, win, b, size)
+        if shifted:
+            x = torch.roll(x, shifts=shift, dims=(1, 2, 3))
+        if size != (d, h, w):
+            x = x[:, :d, :h, :w]
+        return self.drop_path(x)
+
+    def mlp_part(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP branch (before the residual add)."""
+        return self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, D, H, W, C)`` to the same shape."""
+        grad = torch.is_grad_enabled()
+        if self.checkpoint_attn and grad:
+            x = x + checkpoint(self.attention_part, x, use_reentrant=False)
+        else:
+            x = x + self.attention_part(x)
+        if self.checkpoint_ffn and grad:
+            x = x + checkpoint(self.mlp_part, x, use_reentrant=False)
+        else:
+            x = x + self.mlp_part(x)
+        return x
+
+
+def _drop_rates(drop_path: float | Sequence[float], depth: int) -> list[float]:
+    if isinstance(drop_path, (int, float)):
+        return [float(drop_path)] * depth
+    return [float(p) for p in drop_path[:depth]]
+
+
+class TMSAG(nn.Module):
+    """A group of TMSA blocks; odd blocks shift by half the window (or by ``shift``).
+
+    Args:
+        dim, num_heads, mutual, mlp_ratio, qkv_bias, qk_scale: as in :class:`TMSA`.
+        depth: number of blocks.
+        window: the group's window.
+        shift: the odd blocks' shift; default ``window // 2``.
+        drop_path: one probability, or a list whose first ``depth`` entries go to the blocks in order
+            (the official code hands both groups of a stage the stage's list).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window: Size3,
+        *,
+        shift: Size3 | None = None,
+        mutual: bool,
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_path: float | Sequence[float] = 0.0,
+    ) -> None:
+        super().__init__()
+        shift = tuple(w // 2 for w in window) if shift is None else tuple(shift)
+        rates = _drop_rates(drop_path, depth)
+        self.blocks = nn.ModuleList(
+            TMSA(
+                dim, num_heads, window, (0, 0, 0) if i % 2 == 0 else shift, mutual=mutual, mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias, qk_scale=qk_scale, drop_path=rates[i],
+            )
+            for i in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, D, H, W, C)`` to the same shape."""
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class RTMSA(nn.Module):
+    """Stage-8 group: ``x + linear(TMSAG(x))`` with self attention only.
+
+    Args:
+        dim, depth, num_heads, window, mlp_ratio, qkv_bias, qk_scale, drop_path: as in :class:`TMSAG`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window: Size3,
+        *,
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        drop_path: float | Sequence[float] = 0.0,
+    ) -> None:
+        super().__init__()
+        self.residual_group = TMSAG(
+            dim, depth, num_heads, window, mutual=False, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
+            drop_path=drop_path,
+        )
+        self.linear = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, D, H, W, C)`` to the same shape."""
+        return x + self.linear(self.residual_group(x))

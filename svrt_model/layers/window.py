@@ -1,0 +1,105 @@
+"""3D (video) window helpers: effective window and shift, padding, partition, reverse, shifted-window mask.
+
+The shifted-window scheme is Swin's (Liu et al., "Swin Transformer", ICCV 2021; Video Swin, CVPR 2022)
+as VRT uses it: tokens are laid out ``(B, D, H, W, C)`` (channels last), zero-padded at the end of D,
+H and W to window multiples, optionally rolled by ``-shift``, and cut into windows of ``Wd*Wh*Ww``
+tokens in ``(d, h, w)`` order.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+__all__ = [
+    "MASK_VALUE",
+    "effective_window",
+    "padded_size",
+    "pad_to_windows",
+    "shifted_window_mask",
+    "window_partition",
+    "window_reverse",
+]
+
+Size3 = tuple[int, int, int]
+
+MASK_VALUE = -100.0
+"""Additive attention mask between tokens of different shifted-window regions (the official value)."""
+
+
+def effective_window(size: Size3, window: Size3, shift: Size3) -> tuple[Size3, Size3]:
+    """Window and shift actually used for an input of ``size = (D, H, W)``.
+
+    A window dimension that covers the whole input (``size <= window``) shrinks to the input, and its
+    shift becomes 0 (nothing to shift), as in the official implementation.
+    """
+    win = tuple(s if s <= w else w for s, w in zip(size, window, strict=True))
+    sft = tuple(0 if s <= w else h for s, w, h in zip(size, window, shift, strict=True))
+    return win, sft  # type: ignore[return-value]
+
+
+def padded_size(size: Size3, window: Size3) -> Size3:
+    """``size`` rounded up to window multiples, per dimension."""
+    return tuple(-(-s // w) * w for s, w in zip(size, window, strict=True))  # type: ignore[return-value]
+
+
+def pad_to_windows(x: torch.Tensor, window: Size3) -> torch.Tensor:
+    """Zero-pad ``(B, D, H, W, C)`` at the end of D, H and W to window multiples (no copy when aligned)."""
+    _, d, h, w, _ = x.shape
+    dp, hp, wp = padded_size((d, h, w), window)
+    if (dp, hp, wp) == (d, h, w):
+        return x
+    return F.pad(x, (0, 0, 0, wp - w, 0, hp - h, 0, dp - d))
+
+
+def window_partition(x: torch.Tensor, window: Size3) -> torch.Tensor:
+    """Cut ``(B, D, H, W, C)`` (window multiples) into ``(B*nW, Wd*Wh*Ww, C)`` windows, (d, h, w) order."""
+    wd, wh, ww = window
+    return rearrange(x, "b (nd wd) (nh wh) (nw ww) c -> (b nd nh nw) (wd wh ww) c", wd=wd, wh=wh, ww=ww)
+
+
+def window_reverse(windows: torch.Tensor, window: Size3, batch: int, size: Size3) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B*nW, Wd*Wh*Ww, C)`` back to ``(B, D, H, W, C)``."""
+    wd, wh, ww = window
+    d, h, w = size
+    return rearrange(
+        windows,
+        "(b nd nh nw) (wd wh ww) c -> b (nd wd) (nh wh) (nw ww) c",
+        b=batch, nd=d // wd, nh=h // wh, nw=w // ww, wd=wd, wh=wh, ww=ww,
+    )
+
+
+def _region_labels(n: int, window: int, shift: int) -> torch.Tensor:
+    """Region of each index along one padded axis after rolling by ``-shift`` (0, 1, 2; all 0 unshifted)."""
+    label = torch.zeros(n, dtype=torch.int64)
+    if shift > 0:
+        label[n - window : n - shift] = 1
+        label[n - shift :] = 2
+    return label
+
+
+@functools.lru_cache(maxsize=64)
+def _shifted_window_mask(size: Size3, window: Size3, shift: Size3, device: str) -> torch.Tensor:
+    ld, lh, lw = (_region_labels(n, w, s) for n, w, s in zip(size, window, shift, strict=True))
+    labels = (ld.view(-1, 1, 1) * 9 + lh.view(1, -1, 1) * 3 + lw.view(1, 1, -1)).view(1, *size, 1)
+    per_window = window_partition(labels, window).squeeze(-1)  # nW N
+    differ = per_window.unsqueeze(1) != per_window.unsqueeze(2)  # nW N N
+    mask = torch.zeros(differ.shape, dtype=torch.float32).masked_fill_(differ, MASK_VALUE)
+    return mask.to(device)
+
+
+def shifted_window_mask(size: Size3, window: Size3, shift: Size3, device: torch.device | str) -> torch.Tensor:
+    """Additive mask ``(nW, N, N)`` (float32, 0 or -100) for attention in rolled, shifted windows.
+
+    Args:
+        size: padded ``(Dp, Hp, Wp)`` (window multiples).
+        window: the effective window ``(Wd, Wh, Ww)``; ``N = Wd*Wh*Ww``.
+        shift: the effective shift; a zero shift leaves that axis in one region.
+
+    Tokens of two different regions (pieces brought together by the cyclic roll) get -100, the
+    official value; the same region gets 0. Cached per (size, window, shift, device): treat as read-only.
+    """
+    return _shifted_window_mask(tuple(size), tuple(window), tuple(shift), str(torch.device(device)))

@@ -1,0 +1,298 @@
+"""VRT, the video restoration transformer (Liang et al., "VRT: A Video Restoration Transformer", 2022),
+deblurring branch (``upscale=1``, ``pa_frames=2``), parameter-compatible with the official code.
+
+Forward pass for frames ``x`` ``(B, T, 3, H, W)``:
+
+1. flows between neighbours at 4 scales (SpyNet, or given);
+2. "nearest4" pre-alignment of the neighbours' pixels, ``conv_first`` on 27 channels;
+3. stages 1-4 (encoder; optional ``encoder_hook`` after each), stages 5-7 (decoder, with skips),
+   stage 8 (reconstruction groups), ``norm``;
+4. ``conv_first output + conv_after_body(features)``, ``conv_last``, plus the input.
+
+Internally features are channels-last ``(B, T, H, W, C)``; the official code transposes between
+modules, which changes no value. Run-time switches: :meth:`VRT.set_attention` (fused SDPA or plain
+matmul-softmax) and :meth:`VRT.set_grad_checkpointing`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from svrt_model.config import NUM_FEATURE_STAGES, STAGE_SCALES, VRTConfig
+from svrt_model.errors import ModelConfigError, ModelInputError, UntrainedSpyNetWarning
+from svrt_model.layers.attention import ATTENTION_IMPLS, WindowAttention
+from svrt_model.layers.flow_warp import flow_warp_nearest4
+from svrt_model.layers.spynet import SpyNet, load_spynet_weights
+from svrt_model.layers.stage import Stage
+from svrt_model.layers.tmsa import RTMSA, TMSA
+
+__all__ = ["CHECKPOINT_POLICIES", "EncoderHook", "Flows", "VRT", "align_images"]
+
+EncoderHook = Callable[[int, torch.Tensor], torch.Tensor]
+"""``hook(stage, feats)``: stage in 1..4, feats ``(B, C, T, H, W)``; returns a tensor of the same shape."""
+
+Flows = tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]
+"""``(flows_backward, flows_forward)``: 4 levels each, level i ``(B, T-1, 2, H/2^i, W/2^i)``."""
+
+CHECKPOINT_POLICIES = ("none", "official", "attn", "ffn", "all")
+_RESHAPES = ("none", "down", "down", "down", "up", "up", "up")
+_FLOW_LEVELS = 4
+_STAGE_FLOW_LEVEL = (0, 1, 2, 3, 2, 1, 0)
+
+
+def align_images(x: torch.Tensor, flow_backward: torch.Tensor, flow_forward: torch.Tensor) -> torch.Tensor:
+    """Pixels of both neighbours pre-aligned to every frame ("nearest4"), beside the frame itself.
+
+    Args:
+        x: ``(B, T, C, H, W)``.
+        flow_backward, flow_forward: ``(B, T-1, 2, H, W)`` full-size flows.
+
+    Returns:
+        ``(B, T, 9C, H, W)``: ``[x, next frame warped (4C), previous frame warped (4C)]``, zeros where a
+        frame has no such neighbour.
+    """
+    b, t, c, h, w = x.shape
+    src = torch.cat([x[:, 1:], x[:, :-1]], dim=1).flatten(0, 1)  # (B 2(T-1)) C H W
+    flow = torch.cat([flow_backward, flow_forward], dim=1).flatten(0, 1)
+    warped = flow_warp_nearest4(src, flow).to(x.dtype).view(b, 2 * (t - 1), 4 * c, h, w)
+    zero = x.new_zeros(b, 1, 4 * c, h, w)
+    x_backward = torch.cat([warped[:, : t - 1], zero], dim=1)
+    x_forward = torch.cat([zero, warped[:, t - 1 :]], dim=1)
+    return torch.cat([x, x_backward, x_forward], dim=2)
+
+
+class VRT(nn.Module):
+    """VRT for video deblurring; state_dict names and shapes equal the official model's.
+
+    Args:
+        config: hyper-parameters (official keyword names); default: the GoPro deblurring preset is
+            NOT implied, pass one from :mod:`svrt_model.config`.
+    """
+
+    def __init__(self, config: VRTConfig) -> None:
+        super().__init__()
+        if not isinstance(config, VRTConfig):
+            raise ModelConfigError(f"VRT: expected a VRTConfig, got {type(config).__name__}")
+        self.config = config
+        dims, depths = config.embed_dims, config.depths
+        win = tuple(config.window_size)
+        self.conv_first = nn.Conv3d(config.in_chans * 9, dims[0], kernel_size=(1, 3, 3), padding=(0, 1, 1))
+        self.spynet = SpyNet()
+        rates = torch.linspace(0, config.drop_path_rate, sum(depths), device="cpu").tolist()
+        starts = [sum(depths[:i]) for i in range(len(depths) + 1)]
+        for i in range(NUM_FEATURE_STAGES):
+            stage = Stage(
+                dims[i - 1], dims[i], depths[i], config.num_heads[i], win,
+                reshape=_RESHAPES[i], mul_attn_ratio=config.mul_attn_ratio, mlp_ratio=config.mlp_ratio,
+                qkv_bias=config.qkv_bias, qk_scale=config.qk_scale, drop_path=rates[starts[i]:starts[i + 1]],
+                deformable_groups=config.deformable_groups, max_residue_magnitude=10 / STAGE_SCALES[i],
+            )
+            self.add_module(f"stage{i + 1}", stage)
+        c6, c7 = dims[NUM_FEATURE_STAGES - 1], dims[NUM_FEATURE_STAGES]
+        stage8: list[nn.Module] = [nn.Sequential(nn.Identity(), nn.LayerNorm(c6), nn.Linear(c6, c7))]
+        for i in range(NUM_FEATURE_STAGES, len(depths)):
+            window = (1, win[1], win[2]) if i in config.indep_reconsts else win
+            stage8.append(RTMSA(
+                dims[i], depths[i], config.num_heads[i], window, mlp_ratio=config.mlp_ratio,
+                qkv_bias=config.qkv_bias, qk_scale=config.qk_scale, drop_path=rates[starts[i]:starts[i + 1]],
+            ))
+        self.stage8 = nn.ModuleList(stage8)
+        self.norm = nn.LayerNorm(dims[-1])
+        self.conv_after_body = nn.Linear(dims[-1], dims[0])
+        self.conv_last = nn.Conv3d(dims[0], config.out_chans, kernel_size=(1, 3, 3), padding=(0, 1, 1))
+        self._warned_spynet = False
+        if config.spynet_path is not None:
+            load_spynet_weights(self.spynet, config.spynet_path)
+        self.set_grad_checkpointing("official")
+
+    # ------------------------------------------------------------------ run-time switches
+    def set_attention(self, impl: str) -> None:
+        """Window attention path of every block: ``"fused"`` (SDPA, default) or ``"plain"`` (reference)."""
+        if impl not in ATTENTION_IMPLS:
+            raise ModelConfigError(f"VRT.set_attention: unknown impl {impl!r}; expected one of {ATTENTION_IMPLS}")
+        for m in self.modules():
+            if isinstance(m, WindowAttention):
+                m.impl = impl
+
+    def _stage_groups(self) -> list[tuple[int, list[tuple[TMSA, bool]]]]:
+        """(stage index into depths, [(block, is_in_an_attention-only second group)]) per stage."""
+        groups = []
+        for i in range(NUM_FEATURE_STAGES):
+            stage = getattr(self, f"stage{i + 1}")
+            blocks = [(b, False) for b in stage.residual_group1.blocks]
+            blocks += [(b, True) for b in stage.residual_group2.blocks]
+            groups.append((i, blocks))
+        for j, layer in enumerate(self.stage8[1:]):
+            groups.append((NUM_FEATURE_STAGES + j, [(b, False) for b in layer.residual_group.blocks]))
+        return groups
+
+    def set_grad_checkpointing(self, policy: str = "all") -> None:
+        """Choose which activations are recomputed in backward instead of kept. Never changes numbers.
+
+        Args:
+            policy: ``"none"``; ``"official"`` (the official code's: the attention part of each stage's
+                second group always, plus ``use_checkpoint_attn`` / ``use_checkpoint_ffn`` of the
+                config outside ``no_checkpoint_*_blocks``; the default); ``"attn"`` (attention part
+                of every block); ``"ffn"`` (MLP part of every block); ``"all"`` (both parts).
+        """
+        if policy not in CHECKPOINT_POLICIES:
+            raise ModelConfigError(
+                f"VRT.set_grad_checkpointing: unknown policy {policy!r}; expected one of {CHECKPOINT_POLICIES}"
+            )
+        cfg = self.config
+        for idx, blocks in self._stage_groups():
+            for block, second_group in blocks:
+                if policy == "official":
+                    attn = second_group or (cfg.use_checkpoint_attn and idx not in cfg.no_checkpoint_attn_blocks)
+                    ffn = cfg.use_checkpoint_ffn and idx not in cfg.no_checkpoint_ffn_blocks
+                else:
+                    attn = policy in ("attn", "all")
+                    ffn = policy in ("ffn", "all")
+                block.checkpoint_attn = bool(attn)
+                block.checkpoint_ffn = bool(ffn)
+        self.checkpoint_policy = policy
+
+    # ------------------------------------------------------------------ checks
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`ModelInputError` unless ``x`` is ``(B, T>=2, 3, H, W)`` with H, W valid."""
+        wh, ww = self.config.window_size[1:]
+        if not isinstance(x, torch.Tensor) or x.ndim != 5 or x.shape[2] != self.config.in_chans:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ModelInputError(f"VRT: expected frames (B, T, {self.config.in_chans}, H, W), got {got}")
+        if not x.is_floating_point():
+            raise ModelInputError(f"VRT: expected floating-point frames in [0, 1], got dtype {x.dtype}")
+        _, t, _, h, w = x.shape
+        if t < 2:
+            raise ModelInputError(f"VRT: needs at least 2 frames (T >= 2) for flows and mutual attention, got T={t}")
+        if h % 8 or w % 8 or h < 8 * wh or w < 8 * ww:
+            raise ModelInputError(
+                f"VRT: frame size {h}x{w} is not supported; H and W must be multiples of 8 and at least "
+                f"{8 * wh}x{8 * ww} (the 1/8 scale must hold one attention window). Pad the clip first "
+                "(the official test protocol mirrors the bottom/right border), then crop the output."
+            )
+
+    def _check_flows(self, flows: Flows, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        b, t, _, h, w = x.shape
+        if not isinstance(flows, (tuple, list)) or len(flows) != 2:
+            raise ModelInputError(
+                "VRT: flows must be (flows_backward, flows_forward), each a list of 4 tensors, got "
+                f"{type(flows).__name__}"
+            )
+        out = []
+        for name, levels in zip(("flows_backward", "flows_forward"), flows, strict=True):
+            if not isinstance(levels, (tuple, list)) or len(levels) != _FLOW_LEVELS:
+                raise ModelInputError(f"VRT: {name} must be a list of {_FLOW_LEVELS} tensors (full, 1/2, 1/4, 1/8)")
+            for i, f in enumerate(levels):
+                want = (b, t - 1, 2, h // 2**i, w // 2**i)
+                if not isinstance(f, torch.Tensor) or tuple(f.shape) != want:
+                    got = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+                    raise ModelInputError(f"VRT: {name}[{i}] has shape {got}, expected {want}")
+            out.append(list(levels))
+        return out[0], out[1]
+
+    # ------------------------------------------------------------------ forward
+    def compute_flows(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """SpyNet flows between neighbours, official layout.
+
+        Both directions run as one batch, outside autocast (flows are positions: float32 at least).
+
+        Args:
+            x: ``(B, T, 3, H, W)``.
+
+        Returns:
+            ``(flows_backward, flows_forward)``; level i ``(B, T-1, 2, H/2^i, W/2^i)``; backward[t] is
+            the flow from frame t to t+1, forward[t] from frame t+1 to t.
+        """
+        if not self.spynet.weights_loaded and not self._warned_spynet:
+            warnings.warn(
+                "VRT: SpyNet weights were never loaded, so flows start untrained. Load an official VRT "
+                "checkpoint (load_official_checkpoint), or set VRTConfig.spynet_path to a local "
+                "spynet_sintel_final-3d2a1287.pth; nothing is downloaded.",
+                UntrainedSpyNetWarning,
+                stacklevel=3,
+            )
+            self._warned_spynet = True
+        b, t, c, h, w = x.shape
+        dtype = self.spynet.basic_module[0].basic_module[0].weight.dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.to(dtype)
+            first, second = x[:, :-1].reshape(-1, c, h, w), x[:, 1:].reshape(-1, c, h, w)
+            flows = self.spynet(torch.cat([first, second]), torch.cat([second, first]))
+        n = b * (t - 1)
+        shapes = [(b, t - 1, 2, h // 2**i, w // 2**i) for i in range(_FLOW_LEVELS)]
+        backward = [f[:n].view(s) for f, s in zip(flows, shapes, strict=True)]
+        forward = [f[n:].view(s) for f, s in zip(flows, shapes, strict=True)]
+        return backward, forward
+
+    def forward_features(
+        self,
+        x: torch.Tensor,
+        flows_backward: Sequence[torch.Tensor],
+        flows_forward: Sequence[torch.Tensor],
+        encoder_hook: EncoderHook | None = None,
+    ) -> torch.Tensor:
+        """Stages 1-8 and ``norm``: ``(B, T, H, W, C0)`` channels-last to ``(B, T, H, W, C_last)``."""
+
+        def stage(i: int, feats: torch.Tensor) -> torch.Tensor:
+            lvl = _STAGE_FLOW_LEVEL[i - 1]
+            return getattr(self, f"stage{i}")(feats, flows_backward[lvl], flows_forward[lvl])
+
+        def hook(i: int, feats: torch.Tensor) -> torch.Tensor:
+            if encoder_hook is None:
+                return feats
+            view = feats.permute(0, 4, 1, 2, 3)  # B C T H W, no copy
+            out = encoder_hook(i, view)
+            if not isinstance(out, torch.Tensor) or out.shape != view.shape:
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ModelInputError(
+                    f"VRT: encoder_hook(stage={i}) returned {got}; it must return a tensor of the input's shape "
+                    f"{tuple(view.shape)} (B, C, T, H, W)"
+                )
+            return out.permute(0, 2, 3, 4, 1)  # B T H W C
+
+        x1 = hook(1, stage(1, x))
+        x2 = hook(2, stage(2, x1))
+        x3 = hook(3, stage(3, x2))
+        x4 = hook(4, stage(4, x3))
+        x = stage(5, x4)
+        x = stage(6, x + x3)
+        x = stage(7, x + x2)
+        x = x + x1
+        for layer in self.stage8:
+            x = layer(x)
+        return self.norm(x)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        flows: Flows | None = None,
+        encoder_hook: EncoderHook | None = None,
+    ) -> torch.Tensor:
+        """Restore a clip.
+
+        Args:
+            x: ``(B, T, 3, H, W)`` frames in [0, 1]; T >= 2; H, W multiples of 8 and >= 8 * window.
+            flows: None (SpyNet computes them) or ``(flows_backward, flows_forward)`` in the official
+                layout: 4 levels each, level i ``(B, T-1, 2, H/2^i, W/2^i)``, channel 0 = x.
+            encoder_hook: optional ``hook(stage, feats) -> feats`` applied to the outputs of stages
+                1-4 (``(B, C, T, H', W')``) before they feed the next stage and the decoder skips; the
+                spike-fusion entry point.
+
+        Returns:
+            ``(B, T, 3, H, W)``.
+        """
+        self.check_input(x)
+        if flows is None:
+            flows_backward, flows_forward = self.compute_flows(x)
+        else:
+            flows_backward, flows_forward = self._check_flows(flows, x)
+        inp = align_images(x, flows_backward[0], flows_forward[0])  # B T 27 H W
+        shallow = self.conv_first(inp.transpose(1, 2)).permute(0, 2, 3, 4, 1)  # B T H W C0
+        feats = self.forward_features(shallow, flows_backward, flows_forward, encoder_hook)
+        y = shallow + self.conv_after_body(feats)
+        out = self.conv_last(y.permute(0, 4, 1, 2, 3))  # B 3 T H W
+        return out.transpose(1, 2) + x
