@@ -126,10 +126,13 @@ def import_h5_cmd(source: Path, out: Path, flip: bool | None, overwrite: bool) -
 @click.argument("raw_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--validate", "validate_log", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Validate this existing align log against RAW_ROOT instead of writing one.")
-@click.option("--rule", type=click.Choice(["per-frame-files", "centred", "timestamps"]), default="per-frame-files",
-              show_default=True, help="How blurry frames map to spike windows.")
-@click.option("--frames-per-blur", default="NN*8", show_default=True,
-              help="per-frame-files: spike frames per blurry frame: N, NN*k (NN from the sequence name) or 'file'.")
+@click.option("--manifest", help="A known layout (spk-gopro, sreds, spk-x4k1000fps, svrt-synth) or a manifest "
+              ".yaml: geometry and rule come from it; the options below override it.")
+@click.option("--rule", type=click.Choice(["per-frame-files", "centred", "timestamps"]), default=None,
+              help="How blurry frames map to spike windows [default: per-frame-files].")
+@click.option("--frames-per-blur", default=None,
+              help="per-frame-files: spike frames per blurry frame: N, NN*k (NN from the sequence name) or "
+                   "'file' [default: NN*8].")
 @click.option("--exposure", type=float, help="centred: exposure length in spike frames.")
 @click.option("--step", type=float, help="centred: spike frames between consecutive blurry frames.")
 @click.option("--first-centre", type=float, help="centred: centre of blurry frame 0, in spike frames.")
@@ -145,11 +148,11 @@ def import_h5_cmd(source: Path, out: Path, flip: bool | None, overwrite: bool) -
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: RAW_ROOT/align.csv.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing log.")
 @library_errors
-def align(raw_root: Path, validate_log: Path | None, rule: str, frames_per_blur: str, exposure: float | None,
-          step: float | None, first_centre: float | None, stream: str, timestamps_file: Path | None, unit: str,
-          geometry_text: str | None, flip: bool | None, rate_hz: float | None, out: Path | None,
-          overwrite: bool) -> None:
-    """Write the align log of a raw dataset from a timing rule, or validate an existing one."""
+def align(raw_root: Path, validate_log: Path | None, manifest: str | None, rule: str | None,
+          frames_per_blur: str | None, exposure: float | None, step: float | None, first_centre: float | None,
+          stream: str, timestamps_file: Path | None, unit: str, geometry_text: str | None, flip: bool | None,
+          rate_hz: float | None, out: Path | None, overwrite: bool) -> None:
+    """Write the align log of a raw dataset from a timing rule or a manifest, or validate an existing one."""
     from svrt_data import align as al
 
     if validate_log is not None:
@@ -159,21 +162,34 @@ def align(raw_root: Path, validate_log: Path | None, rule: str, frames_per_blur:
         click.echo(f"{validate_log}: valid ({len(log.entries)} frames in {n_seq} sequences, "
                    f"{log.geometry.describe()})")
         return
-    if geometry_text is None:
-        raise click.UsageError("--geometry is required to write an align log (e.g. --geometry 360x640)")
-    geometry = geometry_option(geometry_text, flip, rate_hz)
-    if rule == "per-frame-files":
-        spec = al.PerFrameFiles(frames_per_blur=frames_per_blur)
-    elif rule == "centred":
-        if exposure is None or step is None or first_centre is None:
-            raise click.UsageError("--rule centred needs --exposure, --step and --first-centre")
-        spec = al.CentredExposure(exposure, step, first_centre, stream)
-    elif rule == "timestamps":
-        if timestamps_file is None:
-            raise click.UsageError("--rule timestamps needs --timestamps FILE")
-        spec = al.Timestamps(str(timestamps_file), unit)
+    if manifest is not None and rule is None:
+        from svrt_data.manifests import load_manifest
+
+        m = load_manifest(manifest)
+        for name in m.unverified:
+            click.echo(f"warning: manifest {m.name}: {name} is not verified against a real copy; the log is "
+                       "still validated against your streams", err=True)
+        geometry = (geometry_option(geometry_text, flip, rate_hz) if geometry_text
+                    else m.geometry(raw_root).with_options(flip=flip, rate_hz=rate_hz))
+        spec = m.rule(frames_per_blur=frames_per_blur, exposure=exposure, step=step, first_centre=first_centre)
     else:
-        raise click.UsageError(f"unknown rule {rule!r}")
+        if geometry_text is None:
+            raise click.UsageError("--geometry is required to write an align log (e.g. --geometry 360x640), "
+                                   "or use --manifest NAME")
+        geometry = geometry_option(geometry_text, flip, rate_hz)
+        rule = rule or "per-frame-files"
+        if rule == "per-frame-files":
+            spec = al.PerFrameFiles(frames_per_blur=frames_per_blur or "NN*8")
+        elif rule == "centred":
+            if exposure is None or step is None or first_centre is None:
+                raise click.UsageError("--rule centred needs --exposure, --step and --first-centre")
+            spec = al.CentredExposure(exposure, step, first_centre, stream)
+        elif rule == "timestamps":
+            if timestamps_file is None:
+                raise click.UsageError("--rule timestamps needs --timestamps FILE")
+            spec = al.Timestamps(str(timestamps_file), unit)
+        else:
+            raise click.UsageError(f"unknown rule {rule!r}")
     out = out or raw_root / "align.csv"
     if out.exists() and not overwrite:
         raise click.ClickException(f"{out} exists; pass --overwrite to replace it")

@@ -25,21 +25,6 @@ def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def geometry_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--geometry HxW|NAME``, ``--flip/--no-flip`` and ``--rate``; passes ``geometry: Geometry``."""
-
-    @click.option("--geometry", "geometry_text", required=True, metavar="HxW|NAME",
-                  help="Spike frame size, e.g. 250x400, or a registered name such as spk-gopro.")
-    @click.option("--flip/--no-flip", default=None,
-                  help="Rows stored bottom-up (camera data). Default: the registry's, else --flip.")
-    @click.option("--rate", "rate_hz", type=float, default=None, help="Spike rate in Hz (default 20000).")
-    @functools.wraps(fn)
-    def wrapper(*args: Any, geometry_text: str, flip: bool | None, rate_hz: float | None, **kwargs: Any) -> Any:
-        return fn(*args, geometry=geometry_option(geometry_text, flip, rate_hz), **kwargs)
-
-    return wrapper
-
-
 def geometry_option(text: str, flip: bool | None, rate_hz: float | None) -> Geometry:
     """Parse a ``--geometry`` value, reporting a bad one as a usage error (exit status 2)."""
     try:
@@ -59,4 +44,4 @@ def parse_size(text: str, what: str = "--size") -> tuple[int, int]:
     return h, w
 
 
-__all__ = ["Geometry", "geometry_option", "geometry_options", "library_errors", "parse_size"]
+__all__ = ["Geometry", "geometry_option", "library_errors", "parse_size"]
