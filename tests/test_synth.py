@@ -18,11 +18,13 @@ from svrt_data.synth import (
     SUBFRAMES,
     CameraTrajectory,
     IntegrateAndFire,
+    View,
     bilinear_sample,
     integrate_and_fire,
     luminance,
     pixel_centres,
     random_trajectory,
+    render_exposure,
     render_frames,
     static_trajectory,
     synthesize,
@@ -129,7 +131,7 @@ def test_simulator_rejects_bad_input() -> None:
     with pytest.raises(SvrtValueError, match="noise_std must be a finite number >= 0"):
         IntegrateAndFire(4, 8, noise_std=-1, rng=rng)
     sensor = IntegrateAndFire(4, 8, rng=rng)
-    with pytest.raises(SvrtValueError, match=r"intensity must lie in \[0, 1\], got \[255.0, 255.0\]; scale gray levels by 1/255"):
+    with pytest.raises(SvrtValueError, match=r"must lie in \[0, 1\], got \[255.0, 255.0\]; scale gray levels by 1/255"):
         sensor.run(np.full((2, 4, 8), 255.0))
     with pytest.raises(SvrtValueError, match=r"intensity must be \(S, 4, 8\), got \(2, 8, 4\)"):
         sensor.run(np.zeros((2, 8, 4)))
@@ -186,6 +188,24 @@ def test_bilinear_sample_reproduces_pixel_centres_and_checks_its_input() -> None
         bilinear_sample(image, x, y, border="wrap")
     with pytest.raises(SvrtValueError, match=r"expects an \(H, W\) or \(H, W, C\) image, got shape \(6,\)"):
         bilinear_sample(np.zeros(6), x, y)
+
+
+def test_exposure_is_the_mean_of_its_frames_and_exact_when_static() -> None:
+    rng = np.random.default_rng(12)
+    canvas = rng.uniform(0, 255, (60, 90, 3)).astype(np.float32)
+    traj = random_trajectory(rng, height=20, motion=2.0)
+    view = view_for(traj, 20, 48)
+    times = 3 * 7 + (np.arange(56) + 0.5) / 8
+    frames = render_frames(canvas, traj, view, times)
+    assert frames.shape == (56, 20, 48, 3)
+    np.testing.assert_allclose(render_exposure(canvas, traj, view, times), frames.astype(np.float64).mean(0),
+                               rtol=0, atol=1e-9)
+    still = static_trajectory()
+    still_view = View(20, 48, 60, 90)
+    frame = render_frames(canvas, still, still_view, np.array([0.0]))[0]
+    np.testing.assert_array_equal(render_exposure(canvas, still, still_view, times), frame.astype(np.float64))
+    gray = render_frames(canvas[..., 0], traj, view, times[:3], scale=0.5)
+    assert gray.shape == (3, 10, 24)
 
 
 def test_to_frame_inverts_to_canvas() -> None:

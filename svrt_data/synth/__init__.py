@@ -14,7 +14,7 @@ from svrt_data.synth.camera import View, pixel_centres, true_flow, view_for
 from svrt_data.synth.photos import BUNDLED_PHOTOS, Canvases, Photo, load_photos, luminance, make_canvases
 from svrt_data.synth.simulator import IntegrateAndFire, integrate_and_fire
 from svrt_data.synth.trajectory import CameraTrajectory, Pose, random_trajectory, static_trajectory
-from svrt_data.synth.warp import bilinear_sample, render_frames
+from svrt_data.synth.warp import bilinear_sample, render_exposure, render_frames
 
 __all__ = [
     "BUNDLED_PHOTOS",
@@ -34,6 +34,7 @@ __all__ = [
     "make_canvases",
     "pixel_centres",
     "random_trajectory",
+    "render_exposure",
     "render_frames",
     "sequence_name",
     "static_trajectory",

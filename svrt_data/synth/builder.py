@@ -32,18 +32,17 @@ from tqdm.auto import tqdm
 from svrt_data.errors import SvrtValueError
 from svrt_data.geometry import DEFAULT_RATE_HZ, Geometry
 from svrt_data.spike_io import write_dat
-from svrt_data.synth.camera import View, true_flow, view_for
+from svrt_data.synth.camera import true_flow, view_for
 from svrt_data.synth.files import MANIFEST, STAGING, prepare_output, write_json, write_npy, write_png
 from svrt_data.synth.photos import Photo, load_photos, make_canvases
 from svrt_data.synth.simulator import IntegrateAndFire
-from svrt_data.synth.trajectory import CameraTrajectory, random_trajectory
-from svrt_data.synth.warp import render_frames
+from svrt_data.synth.trajectory import random_trajectory
+from svrt_data.synth.warp import render_exposure, render_frames
 
 __all__ = ["SUBFRAMES", "SynthConfig", "SynthResult", "sequence_name", "synthesize"]
 
 SUBFRAMES = 8  # internal frames (= spike frames) per source frame: the Spk-GoPro "NN*8" rule
 MANIFEST_VERSION = 1
-_RGB_CHUNK_PIXELS = 1 << 16  # internal RGB frames rendered at once (bounds memory at large sizes)
 
 
 @dataclass(frozen=True)
@@ -133,16 +132,6 @@ def _to_uint8(frame: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
 
 
-def _blur(canvas: np.ndarray, traj: CameraTrajectory, view: View, times: np.ndarray) -> np.ndarray:
-    """Mean of the internal RGB frames at ``times``: float64 ``(H, W, 3)`` (summed in float64, which is
-    exact for identical frames, so a static scene blurs to exactly its sharp frame)."""
-    total = np.zeros((view.height, view.width, 3), np.float64)
-    per_chunk = max(1, _RGB_CHUNK_PIXELS // (view.height * view.width))
-    for a in range(0, len(times), per_chunk):
-        total += render_frames(canvas, traj, view, times[a:a + per_chunk]).sum(axis=0, dtype=np.float64)
-    return total / len(times)
-
-
 def _build_sequence(cfg: SynthConfig, index: int, photos: list[Photo], seq_dir: Path, bar: tqdm) -> dict:
     """Write one sequence into ``seq_dir``; return its record for ``synth.json``."""
     scene_rng, sensor_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([cfg.seed, index]).spawn(2))
@@ -158,7 +147,7 @@ def _build_sequence(cfg: SynthConfig, index: int, photos: list[Photo], seq_dir: 
     for j in range(cfg.frames):
         times = j * nn + (np.arange(n_sub) + 0.5) / SUBFRAMES
         centre = j * nn + nn / 2
-        write_png(seq_dir / "blur" / f"{j:06d}.png", _to_uint8(_blur(canvases.rgb, traj, view, times)))
+        write_png(seq_dir / "blur" / f"{j:06d}.png", _to_uint8(render_exposure(canvases.rgb, traj, view, times)))
         sharp = render_frames(canvases.rgb, traj, view, np.array([centre]))[0]
         write_png(seq_dir / "sharp" / f"{j:06d}.png", _to_uint8(sharp))
         luma = render_frames(canvases.luma, traj, view, times, scale=cfg.spike_scale,

@@ -14,13 +14,15 @@ rule only matters for callers that warp frames themselves (e.g. the flow check i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from svrt_data.errors import SvrtValueError
 from svrt_data.synth.camera import View, pixel_centres
 from svrt_data.synth.trajectory import CameraTrajectory
 
-__all__ = ["BORDERS", "bilinear_sample", "render_frames"]
+__all__ = ["BORDERS", "bilinear_sample", "render_exposure", "render_frames"]
 
 BORDERS = ("reflect", "clamp")
 
@@ -38,24 +40,19 @@ def _border_index(i: np.ndarray, n: int, border: str) -> np.ndarray:
     raise SvrtValueError(f"border must be one of {', '.join(BORDERS)}, got {border!r}")
 
 
-def bilinear_sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, border: str = "reflect") -> np.ndarray:
-    """Sample ``image`` at continuous points ``(x, y)``.
-
-    Args:
-        image: ``(H, W)`` or ``(H, W, C)``, any real dtype (read as float32).
-        x, y: point coordinates of one shape Q (x along columns).
-        border: ``"reflect"`` or ``"clamp"`` (module docstring).
-
-    Returns:
-        float32 of shape ``Q`` or ``Q + (C,)``.
-    """
+def _planes(image: np.ndarray) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, C)`` -> float32 ``(C, H, W)`` contiguous (one flat plane per channel)."""
     image = np.asarray(image)
     if image.ndim not in (2, 3):
         raise SvrtValueError(f"bilinear_sample expects an (H, W) or (H, W, C) image, got shape {image.shape}")
-    if border not in BORDERS:
-        raise SvrtValueError(f"border must be one of {', '.join(BORDERS)}, got {border!r}")
-    h, w = image.shape[:2]
-    planes = np.ascontiguousarray(image.reshape(h * w, -1).T, dtype=np.float32)  # C (H W)
+    planes = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
+    return np.ascontiguousarray(planes, dtype=np.float32)
+
+
+def _sample_planes(planes: np.ndarray, x: np.ndarray, y: np.ndarray, border: str) -> np.ndarray:
+    """Bilinear samples of ``(C, H, W)`` planes at points of shape Q: float32 ``Q + (C,)``."""
+    _, h, w = planes.shape
+    flat = planes.reshape(planes.shape[0], h * w)
     u = np.asarray(x, np.float64) - 0.5
     v = np.asarray(y, np.float64) - 0.5
     u0, v0 = np.floor(u), np.floor(v)
@@ -70,10 +67,10 @@ def bilinear_sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, border: 
         c1, r1 = _border_index(c0 + 1, w, border), _border_index(r0 + 1, h, border) * w
         c0, r0 = _border_index(c0, w, border), _border_index(r0, h, border) * w
         i00, i01, i10, i11 = r0 + c0, r0 + c1, r1 + c0, r1 + c1
-    out = np.empty((*fu.shape, planes.shape[0]), np.float32)
-    # One channel at a time on flat planes: 1-D np.take and same-shape arithmetic are several times
-    # faster than gathering RGB rows and broadcasting the weights over channels.
-    for ch, plane in enumerate(planes):
+    out = np.empty((*fu.shape, flat.shape[0]), np.float32)
+    # One channel at a time on flat planes: 1-D np.take and same-shape in-place arithmetic are several
+    # times faster than gathering RGB rows and broadcasting the weights over channels.
+    for ch, plane in enumerate(flat):
         a, top = np.take(plane, i00), np.take(plane, i01)
         top -= a
         top *= fu
@@ -86,7 +83,41 @@ def bilinear_sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, border: 
         bottom *= fv
         bottom += top
         out[..., ch] = bottom
-    return out if image.ndim == 3 else out[..., 0]
+    return out
+
+
+def _check_border(border: str) -> None:
+    if border not in BORDERS:
+        raise SvrtValueError(f"border must be one of {', '.join(BORDERS)}, got {border!r}")
+
+
+def bilinear_sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, *, border: str = "reflect") -> np.ndarray:
+    """Sample ``image`` at continuous points ``(x, y)``.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)``, any real dtype (read as float32).
+        x, y: point coordinates of one shape Q (x along columns).
+        border: ``"reflect"`` or ``"clamp"`` (module docstring).
+
+    Returns:
+        float32 of shape ``Q`` or ``Q + (C,)``.
+    """
+    _check_border(border)
+    out = _sample_planes(_planes(image), x, y, border)
+    return out if np.ndim(image) == 3 else out[..., 0]
+
+
+def _frame_chunks(canvas: np.ndarray, trajectory: CameraTrajectory, view: View, times: np.ndarray, scale: float,
+                  canvas_scale: tuple[float, float], border: str) -> Iterator[np.ndarray]:
+    """Rendered frames ``(t, h, w, C)`` over ``times``, a few at a time."""
+    _check_border(border)
+    planes = _planes(canvas)  # once per call: at full HD the canvas is tens of MB
+    h, w = round(view.height * scale), round(view.width * scale)
+    x, y = pixel_centres(h, w, scale)
+    per_chunk = max(1, _CHUNK_PIXELS // (h * w))
+    for a in range(0, len(times), per_chunk):
+        px, py = view.to_canvas(trajectory.pose(times[a:a + per_chunk]), x, y)  # T H W each
+        yield _sample_planes(planes, px * canvas_scale[1], py * canvas_scale[0], border)
 
 
 def render_frames(
@@ -116,12 +147,34 @@ def render_frames(
     """
     times = np.asarray(times, np.float64).reshape(-1)
     h, w = round(view.height * scale), round(view.width * scale)
-    x, y = pixel_centres(h, w, scale)
-    per_chunk = max(1, _CHUNK_PIXELS // (h * w))
-    parts = []
-    for a in range(0, len(times), per_chunk):
-        px, py = view.to_canvas(trajectory.pose(times[a:a + per_chunk]), x, y)  # T H W each
-        parts.append(bilinear_sample(canvas, px * canvas_scale[1], py * canvas_scale[0], border=border))
-    if not parts:
-        return np.zeros((0, h, w, *np.shape(canvas)[2:]), np.float32)
-    return np.concatenate(parts, axis=0)
+    channels = np.shape(canvas)[2:]
+    out = np.empty((len(times), h, w, *(channels or (1,))), np.float32)
+    a = 0
+    for part in _frame_chunks(canvas, trajectory, view, times, scale, canvas_scale, border):
+        out[a:a + len(part)] = part
+        a += len(part)
+    return out if channels else out[..., 0]
+
+
+def render_exposure(
+    canvas: np.ndarray,
+    trajectory: CameraTrajectory,
+    view: View,
+    times: np.ndarray,
+    *,
+    border: str = "reflect",
+) -> np.ndarray:
+    """The mean of the RGB frames at ``times``: float64 ``(H, W)`` or ``(H, W, C)``, without holding them all.
+
+    Frames are summed in float64. A float32 frame has 24 significant bits, so summing up to 2^29 equal
+    frames is exact and dividing gives the frame back: a static scene averages to exactly its frame.
+    """
+    times = np.asarray(times, np.float64).reshape(-1)
+    if not len(times):
+        raise SvrtValueError("an exposure needs at least one instant")
+    channels = np.shape(canvas)[2:]
+    total = np.zeros((view.height, view.width, *(channels or (1,))), np.float64)
+    for part in _frame_chunks(canvas, trajectory, view, times, 1.0, (1.0, 1.0), border):
+        total += part.sum(axis=0, dtype=np.float64)
+    total /= len(times)
+    return total if channels else total[..., 0]
