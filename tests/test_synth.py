@@ -312,6 +312,9 @@ def test_layout_manifest_and_align_log(tmp_path: Path) -> None:
     assert manifest["parameters"]["threshold"] == 2.0 and manifest["parameters"]["source_frames"] == 2
     assert [s["name"] for s in manifest["sequences"]] == [s for _, s in result.sequences]
     assert all(s["photo"] in manifest["photos"] for s in manifest["sequences"])
+    assert manifest["photo_source"].startswith("scikit-image ")
+    assert manifest["layout"]["rgb_size"] == [16, 32] and manifest["layout"]["spike_size"] == [8, 16]
+    assert manifest["layout"]["spike_frames_per_blur"] == 16 and manifest["layout"]["spike_flip"] is True
     log = read_align_log(out / "align.csv")
     validate_align_log(log, out)
     assert (log.header.height, log.header.width, log.header.flip) == (8, 16, True)

@@ -34,7 +34,7 @@ from svrt_data.geometry import DEFAULT_RATE_HZ, Geometry
 from svrt_data.spike_io import write_dat
 from svrt_data.synth.camera import true_flow, view_for
 from svrt_data.synth.files import MANIFEST, STAGING, prepare_output, write_json, write_npy, write_png
-from svrt_data.synth.photos import Photo, load_photos, make_canvases
+from svrt_data.synth.photos import Photo, load_photos, make_canvases, photo_source
 from svrt_data.synth.simulator import IntegrateAndFire
 from svrt_data.synth.trajectory import random_trajectory
 from svrt_data.synth.warp import render_exposure, render_frames
@@ -227,8 +227,10 @@ def synthesize(
         "version": MANIFEST_VERSION,
         "complete": False,
         "parameters": {**asdict(cfg), "size": list(cfg.size), "subframes": SUBFRAMES},
+        "photo_source": photo_source(images),
         "photos": [p.name for p in photos],
         "layout": {
+            "rgb_size": list(cfg.size),
             "spike_size": list(cfg.spike_size),
             "spike_frames_per_blur": cfg.spike_frames_per_blur,
             "spike_flip": True,

@@ -25,7 +25,7 @@ from svrt_data.errors import BackendUnavailableError, SvrtValueError
 from svrt_data.synth.camera import View
 
 __all__ = ["BUNDLED_PHOTOS", "IMAGE_SUFFIXES", "LUMA", "Canvases", "Photo", "load_photos", "luminance",
-           "make_canvases"]
+           "make_canvases", "photo_source"]
 
 # scikit-image loaders of colour photographs stored in its wheel (checked: they load with no network
 # and without pooch). Grayscale test images and the mostly black ones (hubble_deep_field, retina)
@@ -108,6 +108,15 @@ def load_photos(images: str | os.PathLike | None = None) -> list[Photo]:
     """The photographs to draw scenes from: those in folder ``images`` (sorted by name), else the
     scikit-image ones. Raises :class:`BackendUnavailableError` when neither is available."""
     return _bundled() if images is None else _from_folder(Path(images))
+
+
+def photo_source(images: str | os.PathLike | None = None) -> str:
+    """Where :func:`load_photos` takes its photographs from (recorded with the dataset)."""
+    if images is not None:
+        return f"folder {Path(images)}"
+    import skimage
+
+    return f"scikit-image {skimage.__version__} (bundled data)"
 
 
 def make_canvases(photo: Photo, view: View, spike_scale: float, rng: np.random.Generator) -> Canvases:
