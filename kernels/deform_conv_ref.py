@@ -72,11 +72,11 @@ def deform_sample_columns(
     ):
         yy, xx = y0 + dy, x0 + dx
         valid = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-        idx = (yy.clamp(0, H - 1) * W + xx.clamp(0, W - 1)).view(B, G, 1, K * Ho * Wo)
+        idx = (yy.clamp(0, H - 1) * W + xx.clamp(0, W - 1)).reshape(B, G, 1, K * Ho * Wo)
         vals = src.gather(3, idx.expand(B, G, C // G, K * Ho * Wo))
-        cols = cols + vals * (wgt * valid.to(dt)).view(B, G, 1, K * Ho * Wo)
+        cols = cols + vals * (wgt * valid.to(dt)).reshape(B, G, 1, K * Ho * Wo)
     if mask is not None:
-        cols = cols * mask.view(B, G, 1, K * Ho * Wo)
+        cols = cols * mask.reshape(B, G, 1, K * Ho * Wo)
     return cols.view(B, C, K, Ho, Wo)
 
 
@@ -116,11 +116,9 @@ def deform_conv2d_reference(
         )
     if mask is not None and mask.shape[1] * 2 != offset.shape[1]:
         raise ValueError(f"deform_conv2d: mask has {mask.shape[1]} channels, expected {offset.shape[1] // 2}")
-    if B == 0:
-        return input.new_zeros(0, Cout, Ho, Wo)
     cols = deform_sample_columns(input, offset, mask, (kh, kw), stride, padding, dilation)
     cols = cols.view(B, groups, Cg * K, Ho * Wo)  # channels then taps, as weight.view(Cout, Cg*K)
-    w = weight.view(groups, Cout // groups, Cg * K)
+    w = weight.reshape(groups, Cout // groups, Cg * K)
     out = torch.einsum("gok,bgkn->bgon", w, cols).reshape(B, Cout, Ho, Wo)
     if bias is not None:
         out = out + bias.view(1, Cout, 1, 1)
