@@ -1,0 +1,73 @@
+"""Executors: run a list of independent tasks in-process or on a dask.distributed cluster.
+
+``scheduler``: ``"none"`` runs in this process; ``"local"`` starts a LocalCluster of ``workers``
+single-threaded processes; anything else is the address of a running scheduler (``tcp://host:8786``),
+e.g. one started by dask-jobqueue on SLURM or dask-kubernetes. Tasks that need a GPU are submitted
+with ``resources={"GPU": 1}``, so they only run on workers started with ``--resources GPU=1``.
+Results come back as tasks finish; a worker that dies mid-task has its task rerun elsewhere
+(dask's ``allowed-failures``), which is safe because every task rebuilds its output from scratch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from svrt_data.errors import BackendUnavailableError
+
+__all__ = ["run_tasks"]
+
+
+def run_tasks(
+    fn: Callable[[Any], Any],
+    payloads: Sequence[Any],
+    *,
+    needs_gpu: Sequence[bool] | None = None,
+    scheduler: str = "none",
+    workers: int = 2,
+    on_result: Callable[[int, Any], None] | None = None,
+) -> list[Any]:
+    """Run ``fn(payload)`` for every payload; return results in payload order.
+
+    ``on_result(index, result)`` is called as each task finishes (for progress bars).
+    """
+    gpu = list(needs_gpu) if needs_gpu is not None else [False] * len(payloads)
+    results: list[Any] = [None] * len(payloads)
+    if scheduler == "none":
+        for i, p in enumerate(payloads):
+            results[i] = fn(p)
+            if on_result:
+                on_result(i, results[i])
+        return results
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise BackendUnavailableError(
+            f"--scheduler {scheduler} needs dask.distributed; install it with `pip install \"svrt[cluster]\"`"
+        ) from None
+    cluster = None
+    if scheduler == "local":
+        if workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        resources = {"GPU": 1} if any(gpu) else None
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, resources=resources,
+                               dashboard_address=None)
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        futures = {}
+        for i, p in enumerate(payloads):
+            fut = client.submit(fn, p, pure=False, key=f"svrt-task-{i}",
+                                resources={"GPU": 1} if gpu[i] else None)
+            futures[fut] = i
+        for fut in as_completed(futures):
+            i = futures[fut]
+            results[i] = fut.result()
+            if on_result:
+                on_result(i, results[i])
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return results

@@ -1,0 +1,165 @@
+"""The Zarr store layout, version 1: names, dimensions, dtypes, chunks, shards and codecs.
+
+This module is the only place that knows how a store is laid out; writers and readers ask it.
+(Modelled on ome-zarr's ``format.py``: one declaration, a version, readers that check it.)
+
+::
+
+    store.zarr/                         attrs: svrt_layout, tool_version, created_by, source
+      <split>/<sequence>/               attrs: svrt_sequence (geometry, voxel settings, provenance),
+                                               svrt_complete (checksums; written LAST)
+        blur     uint8   (N, H, W, 3)      dims frame, y, x, channel
+        sharp    uint8   (N, H, W, 3)      optional (absent for real captures)
+        spikes   uint8   (S, Hs, Ws/8)     dims spike_frame, spike_y, spike_x_byte: upright packed rows,
+                                           bit order little, the frames the windows need, concatenated
+        windows  float64 (N, 2)            dims frame, bound: [t0, t1) in `spikes` frame units
+        voxels   uint8   (N, K, Hs, Ws)    dims frame, bin, spike_y, spike_x (float16 for mode 'linear')
+
+Spike-resolution axes have their own dimension names (``spike_y``...), so a sequence group opens as
+one xarray Dataset even when spikes and RGB differ in size.
+
+Chunks are spatial tiles so that a random crop reads little beyond itself: RGB tiles of
+``RGB_TILE`` px, spike/voxel tiles of ``SPIKE_TILE`` px (half of RGB_TILE: Spk-GoPro spikes are at
+half the RGB resolution, so an RGB tile and its spike tile cover the same scene). Shards group
+``FRAMES_PER_SHARD`` frames (``SPIKE_FRAMES_PER_CHUNK * SPIKE_CHUNKS_PER_SHARD`` spike frames) of
+the whole image into one file, keeping the file count of a large dataset small. Every shard belongs
+to one sequence, so writers of different sequences never touch the same file. The numbers behind
+these choices are in ``docs/store.md`` (``benchmarks/bench_store_layout.py`` reproduces them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from svrt_data.errors import StoreLayoutError
+
+__all__ = [
+    "LAYOUT_VERSION",
+    "ROOT_ATTR",
+    "SEQUENCE_ATTR",
+    "COMPLETE_ATTR",
+    "ArraySpec",
+    "ARRAYS",
+    "array_spec",
+    "chunking",
+    "compressors",
+    "check_layout_version",
+    "voxel_dtype",
+]
+
+LAYOUT_VERSION = 1
+ROOT_ATTR = "svrt_layout"
+SEQUENCE_ATTR = "svrt_sequence"
+COMPLETE_ATTR = "svrt_complete"
+
+RGB_TILE = 256
+SPIKE_TILE = 128
+FRAMES_PER_SHARD = 8
+SPIKE_FRAMES_PER_CHUNK = 256
+SPIKE_CHUNKS_PER_SHARD = 4
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of a sequence group."""
+
+    name: str
+    dims: tuple[str, ...]
+    dtype: str  # "uint8", "float64", or "voxel" (uint8 for count, float16 for linear)
+    required: bool = True
+    description: str = ""
+
+
+ARRAYS: tuple[ArraySpec, ...] = (
+    ArraySpec("blur", ("frame", "y", "x", "channel"), "uint8", description="blurry RGB frames"),
+    ArraySpec("sharp", ("frame", "y", "x", "channel"), "uint8", required=False,
+              description="sharp RGB frames (ground truth; absent for real captures)"),
+    ArraySpec("spikes", ("spike_frame", "spike_y", "spike_x_byte"), "uint8",
+              description="upright packed spike rows (bit order little), the frames the windows use"),
+    ArraySpec("windows", ("frame", "bound"), "float64", description="[t0, t1) per frame in spikes frame units"),
+    ArraySpec("voxels", ("frame", "bin", "spike_y", "spike_x"), "voxel", description="K-bin spike voxels per frame"),
+)
+
+
+def array_spec(name: str) -> ArraySpec:
+    for spec in ARRAYS:
+        if spec.name == name:
+            return spec
+    raise StoreLayoutError(f"layout v{LAYOUT_VERSION} has no array {name!r}; arrays: {[a.name for a in ARRAYS]}")
+
+
+def voxel_dtype(mode: str) -> str:
+    if mode == "count":
+        return "uint8"
+    elif mode == "linear":
+        return "float16"
+    else:
+        raise StoreLayoutError(f"voxel mode must be 'count' or 'linear', got {mode!r}")
+
+
+def _tile(size: int, tile: int) -> int:
+    return min(size, tile)
+
+
+def _shard_extent(size: int, tile: int) -> int:
+    """The whole axis rounded up to a multiple of the chunk (zarr needs shards divisible by chunks)."""
+    t = _tile(size, tile)
+    return max(t, math.ceil(size / t) * t)
+
+
+def chunking(name: str, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """``(chunks, shards)`` of array ``name`` with ``shape`` (shards None: unsharded)."""
+    if name in ("blur", "sharp"):
+        n, h, w, c = shape
+        chunks = (1, _tile(h, RGB_TILE), _tile(w, RGB_TILE), c)
+        shards = (FRAMES_PER_SHARD, _shard_extent(h, RGB_TILE), _shard_extent(w, RGB_TILE), c)
+    elif name == "spikes":
+        s, h, wb = shape
+        tb = SPIKE_TILE // 8
+        chunks = (SPIKE_FRAMES_PER_CHUNK, _tile(h, SPIKE_TILE), _tile(wb, tb))
+        shards = (SPIKE_FRAMES_PER_CHUNK * SPIKE_CHUNKS_PER_SHARD, _shard_extent(h, SPIKE_TILE), _shard_extent(wb, tb))
+    elif name == "voxels":
+        n, k, h, w = shape
+        chunks = (1, k, _tile(h, SPIKE_TILE), _tile(w, SPIKE_TILE))
+        shards = (FRAMES_PER_SHARD, k, _shard_extent(h, SPIKE_TILE), _shard_extent(w, SPIKE_TILE))
+    elif name == "windows":
+        return (max(1, shape[0]), 2), None
+    else:
+        raise StoreLayoutError(f"layout v{LAYOUT_VERSION} has no array {name!r}")
+    # Never make a shard larger than needed along the frame axis (short sequences stay one shard).
+    shards = (max(chunks[0], min(shards[0], math.ceil(max(1, shape[0]) / chunks[0]) * chunks[0])), *shards[1:])
+    return chunks, shards
+
+
+def compressors(name: str, dtype: str) -> list:
+    """Codecs by array: voxel counts are small integers that bit-shuffle compresses ~7x; spikes and RGB
+    gain ~1.5x from zstd at level 1, which decodes faster than disks read."""
+    from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
+
+    if name == "voxels" and dtype == "uint8":
+        return [BloscCodec(cname="zstd", clevel=1, shuffle=BloscShuffle.bitshuffle)]
+    elif name == "voxels":
+        return [BloscCodec(cname="zstd", clevel=1, shuffle=BloscShuffle.shuffle)]
+    elif name in ("blur", "sharp", "spikes"):
+        return [ZstdCodec(level=1)]
+    elif name == "windows":
+        return []
+    else:
+        raise StoreLayoutError(f"layout v{LAYOUT_VERSION} has no array {name!r}")
+
+
+def check_layout_version(attrs: dict, where: str) -> int:
+    """Refuse stores of another layout with a clear error."""
+    meta = attrs.get(ROOT_ATTR)
+    if not isinstance(meta, dict) or "version" not in meta:
+        raise StoreLayoutError(f"{where} is not an svrt store (no '{ROOT_ATTR}' attribute); "
+                               "create one with `svrt-data voxelize`")
+    version = meta["version"]
+    if version != LAYOUT_VERSION:
+        raise StoreLayoutError(
+            f"{where} has svrt store layout version {version}; this svrt reads version {LAYOUT_VERSION}. "
+            "Rebuild the store with this version's `svrt-data voxelize --overwrite`, or use the svrt "
+            f"release that wrote it ({meta.get('tool_version', 'unknown')})"
+        )
+    return version
