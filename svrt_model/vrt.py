@@ -30,7 +30,7 @@ from svrt_model.layers.spynet import SpyNet, load_spynet_weights
 from svrt_model.layers.stage import Stage
 from svrt_model.layers.tmsa import RTMSA, TMSA
 
-__all__ = ["CHECKPOINT_POLICIES", "EncoderHook", "Flows", "VRT", "align_images"]
+__all__ = ["CHECKPOINT_PARTS", "EncoderHook", "Flows", "VRT", "align_images"]
 
 EncoderHook = Callable[[int, torch.Tensor], torch.Tensor]
 """``hook(stage, feats)``: stage in 1..4, feats ``(B, C, T, H, W)``; returns a tensor of the same shape."""
@@ -38,7 +38,7 @@ EncoderHook = Callable[[int, torch.Tensor], torch.Tensor]
 Flows = tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]
 """``(flows_backward, flows_forward)``: 4 levels each, level i ``(B, T-1, 2, H/2^i, W/2^i)``."""
 
-CHECKPOINT_POLICIES = ("none", "official", "attn", "ffn", "all")
+CHECKPOINT_PARTS = ("attn", "ffn", "align")
 _RESHAPES = ("none", "down", "down", "down", "up", "up", "up")
 _FLOW_LEVELS = 4
 _STAGE_FLOW_LEVEL = (0, 1, 2, 3, 2, 1, 0)
@@ -134,15 +134,14 @@ class VRT(nn.Module):
         """Choose which activations are recomputed in backward instead of kept. Never changes numbers.
 
         Args:
-            policy: ``"none"``; ``"official"`` (the official code's: the attention part of each stage's
-                second group always, plus ``use_checkpoint_attn`` / ``use_checkpoint_ffn`` of the
-                config outside ``no_checkpoint_*_blocks``; the default); ``"attn"`` (attention part
-                of every block); ``"ffn"`` (MLP part of every block); ``"all"`` (both parts).
+            policy: ``"none"``; ``"official"`` (the default: what the official code does, i.e. the
+                attention part of each stage's second group always, plus ``use_checkpoint_attn`` /
+                ``use_checkpoint_ffn`` of the config outside ``no_checkpoint_*_blocks``); ``"all"``
+                (``"attn+ffn+align"``); or a ``+``-joined set of parts: ``"attn"`` (attention part of
+                every block), ``"ffn"`` (MLP part of every block), ``"align"`` (the deformable
+                alignment of stages 1-7), e.g. ``"ffn+align"``.
         """
-        if policy not in CHECKPOINT_POLICIES:
-            raise ModelConfigError(
-                f"VRT.set_grad_checkpointing: unknown policy {policy!r}; expected one of {CHECKPOINT_POLICIES}"
-            )
+        parts = self._parse_checkpoint_policy(policy)
         cfg = self.config
         for idx, blocks in self._stage_groups():
             for block, second_group in blocks:
@@ -150,11 +149,46 @@ class VRT(nn.Module):
                     attn = second_group or (cfg.use_checkpoint_attn and idx not in cfg.no_checkpoint_attn_blocks)
                     ffn = cfg.use_checkpoint_ffn and idx not in cfg.no_checkpoint_ffn_blocks
                 else:
-                    attn = policy in ("attn", "all")
-                    ffn = policy in ("ffn", "all")
+                    attn, ffn = "attn" in parts, "ffn" in parts
                 block.checkpoint_attn = bool(attn)
                 block.checkpoint_ffn = bool(ffn)
+        for i in range(NUM_FEATURE_STAGES):
+            getattr(self, f"stage{i + 1}").checkpoint_align = "align" in parts
         self.checkpoint_policy = policy
+
+    @staticmethod
+    def _parse_checkpoint_policy(policy: str) -> set[str]:
+        if policy in ("none", "official"):
+            return set()
+        if policy == "all":
+            return set(CHECKPOINT_PARTS)
+        parts = set(policy.split("+")) if isinstance(policy, str) else {repr(policy)}
+        if not parts or not parts <= set(CHECKPOINT_PARTS):
+            raise ModelConfigError(
+                f"VRT.set_grad_checkpointing: unknown policy {policy!r}; expected 'none', 'official', 'all' or a "
+                f"'+'-joined subset of {CHECKPOINT_PARTS} such as 'ffn+align'"
+            )
+        return parts
+
+    def compile_blocks(self, parts: str = "ffn") -> None:
+        """Compile parts of every TMSA block with ``torch.compile`` (first calls pay the compile time).
+
+        Args:
+            parts: ``"none"`` (back to eager), ``"ffn"``, ``"attn"`` or ``"attn+ffn"``.
+        """
+        chosen = set() if parts == "none" else set(parts.split("+"))
+        if not chosen <= {"attn", "ffn"} or (parts != "none" and not chosen):
+            raise ModelConfigError(
+                f"VRT.compile_blocks: unknown parts {parts!r}; expected 'none', 'ffn', 'attn' or 'attn+ffn'"
+            )
+        for _, blocks in self._stage_groups():
+            for block, _ in blocks:
+                block.compile_parts(attn="attn" in chosen, ffn="ffn" in chosen)
+
+    def set_deform_conv_backend(self, backend: str) -> None:
+        """Backend of :func:`kernels.deform_conv.deform_conv2d` for every alignment (``"auto"`` default)."""
+        for i in range(NUM_FEATURE_STAGES):
+            getattr(self, f"stage{i + 1}").pa_deform.backend = backend
 
     # ------------------------------------------------------------------ checks
     def check_input(self, x: torch.Tensor) -> None:

@@ -53,6 +53,7 @@ class FlowGuidedDeformAlign(nn.Module):
         # Start as plain flow warping: zero residual offsets, mask 0.5 everywhere.
         nn.init.zeros_(self.conv_offset[-1].weight)
         nn.init.zeros_(self.conv_offset[-1].bias)
+        self.backend = "auto"  # of kernels.deform_conv.deform_conv2d; a run-time switch
 
     def offsets_and_mask(
         self, warped: torch.Tensor, current: torch.Tensor, flow: torch.Tensor
@@ -87,5 +88,5 @@ class FlowGuidedDeformAlign(nn.Module):
         with torch.autocast(device_type=neighbour.device.type, enabled=False):
             return deform_conv2d(
                 neighbour.to(dtype), offset, self.weight.to(dtype), self.bias.to(dtype),
-                stride=1, padding=1, dilation=1, mask=mask,
+                stride=1, padding=1, dilation=1, mask=mask, backend=self.backend,
             )

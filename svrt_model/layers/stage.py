@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from einops.layers.torch import Rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from svrt_model.errors import ModelConfigError
 from svrt_model.layers.deform_align import FlowGuidedDeformAlign
@@ -121,6 +122,7 @@ class Stage(nn.Module):
         self.linear2 = nn.Linear(dim, dim)
         self.pa_deform = FlowGuidedDeformAlign(dim, deformable_groups, max_residue_magnitude)
         self.pa_fuse = MlpGEGLU(3 * dim, 3 * dim, dim)
+        self.checkpoint_align = False
 
     def forward(self, x: torch.Tensor, flows_backward: torch.Tensor, flows_forward: torch.Tensor) -> torch.Tensor:
         """Run the stage.
@@ -136,6 +138,11 @@ class Stage(nn.Module):
         x = self.linear1(self.residual_group1(x)) + x
         x = self.linear2(self.residual_group2(x)) + x
         frames = x.permute(0, 1, 4, 2, 3)  # B D C H W
-        x_backward, x_forward = parallel_warp(self.pa_deform, frames, flows_backward, flows_forward)
+        if self.checkpoint_align and torch.is_grad_enabled():
+            x_backward, x_forward = checkpoint(
+                parallel_warp, self.pa_deform, frames, flows_backward, flows_forward, use_reentrant=False
+            )
+        else:
+            x_backward, x_forward = parallel_warp(self.pa_deform, frames, flows_backward, flows_forward)
         fused = torch.cat([frames, x_backward, x_forward], dim=2).permute(0, 1, 3, 4, 2)  # B D H W 3C
         return self.pa_fuse(fused)

@@ -68,6 +68,13 @@ class TMSA(nn.Module):
         self.mlp = MlpGEGLU(dim, int(dim * mlp_ratio))
         self.checkpoint_attn = False
         self.checkpoint_ffn = False
+        self._attention_fn = self.attention_part  # replaced by a compiled version through compile_parts()
+        self._mlp_fn = self.mlp_part
+
+    def compile_parts(self, attn: bool, ffn: bool) -> None:
+        """Run the attention and/or MLP part through ``torch.compile`` (``False`` restores eager)."""
+        self._attention_fn = torch.compile(self.attention_part, dynamic=False) if attn else self.attention_part
+        self._mlp_fn = torch.compile(self.mlp_part, dynamic=False) if ffn else self.mlp_part
 
     def attention_part(self, x: torch.Tensor) -> torch.Tensor:
         """The attention branch (before the residual add): ``(B, D, H, W, C)`` to the same shape."""
@@ -96,13 +103,13 @@ class TMSA(nn.Module):
         """``(B, D, H, W, C)`` to the same shape."""
         grad = torch.is_grad_enabled()
         if self.checkpoint_attn and grad:
-            x = x + checkpoint(self.attention_part, x, use_reentrant=False)
+            x = x + checkpoint(self._attention_fn, x, use_reentrant=False)
         else:
-            x = x + self.attention_part(x)
+            x = x + self._attention_fn(x)
         if self.checkpoint_ffn and grad:
-            x = x + checkpoint(self.mlp_part, x, use_reentrant=False)
+            x = x + checkpoint(self._mlp_fn, x, use_reentrant=False)
         else:
-            x = x + self.mlp_part(x)
+            x = x + self._mlp_fn(x)
         return x
 
 

@@ -1,0 +1,161 @@
+"""Time and memory of VRT forward passes and training steps on a GPU: one library function shared by
+``benchmarks/bench_vrt.py`` and ``svrt-model profile``.
+
+A training step is forward + an L1 loss + backward (no optimizer), in train mode; a forward is an
+inference pass under ``torch.inference_mode`` in eval mode. Times come from CUDA events around each
+measured iteration after warm-up iterations (so cuDNN autotuning and ``torch.compile`` stay out of
+them; compile time is reported separately); the median is reported with the spread. Peak memory is
+``torch.cuda.max_memory_allocated`` over the measured iterations, parameters included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from svrt_model.config import VRTConfig
+from svrt_model.errors import ModelConfigError, UntrainedSpyNetWarning
+from svrt_model.vrt import VRT
+
+__all__ = ["MODES", "PRECISIONS", "ProfileResult", "profile_vrt"]
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+"""fp32: float32 with PyTorch's default math (no TF32 matmuls); tf32: float32 with TF32 matmuls;
+bf16 / fp16: float32 weights under ``torch.autocast``."""
+
+MODES = ("train", "forward")
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    """One measurement. Times in milliseconds, memory in GiB (2**30 bytes)."""
+
+    mode: str
+    shape: tuple[int, int, int, int, int]
+    precision: str
+    attention: str
+    checkpoint: str
+    compile: str
+    deform_backend: str
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    peak_gib: float
+    iters: int
+    first_call_s: float
+
+
+@contextlib.contextmanager
+def _precision(precision: str, device: torch.device):
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    try:
+        if precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+            with torch.autocast(device_type=device.type, dtype=dtype):
+                yield
+        else:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def profile_vrt(
+    config: VRTConfig,
+    *,
+    shape: tuple[int, int, int, int, int],
+    mode: str = "train",
+    precision: str = "bf16",
+    attention: str = "fused",
+    checkpoint: str = "none",
+    compile: str = "none",
+    deform_backend: str = "auto",
+    iters: int = 5,
+    warmup: int = 2,
+    device: str = "cuda",
+    seed: int = 0,
+    model: VRT | None = None,
+) -> ProfileResult:
+    """Measure one configuration of VRT.
+
+    Args:
+        config: the network (e.g. :func:`svrt_model.config.gopro_deblurring`).
+        shape: input ``(B, T, 3, H, W)``.
+        mode: ``"train"`` (forward + backward) or ``"forward"`` (inference).
+        precision: one of :data:`PRECISIONS`.
+        attention: ``"fused"`` or ``"plain"`` (see ``VRT.set_attention``).
+        checkpoint: a ``VRT.set_grad_checkpointing`` policy.
+        compile: ``VRT.compile_blocks`` parts (``"none"``, ``"ffn"``, ...).
+        deform_backend: backend of ``kernels.deform_conv.deform_conv2d``.
+        iters, warmup: measured and warm-up iterations.
+        device: a CUDA device.
+        seed: seeds weights and inputs (random inputs in [0, 1]; never zeros).
+        model: reuse a model already on ``device`` (its switches are set here); built when None.
+
+    Returns:
+        a :class:`ProfileResult`.
+    """
+    if mode not in MODES:
+        raise ModelConfigError(f"profile_vrt: unknown mode {mode!r}; expected one of {MODES}")
+    if precision not in PRECISIONS:
+        raise ModelConfigError(f"profile_vrt: unknown precision {precision!r}; expected one of {PRECISIONS}")
+    if iters < 1 or warmup < 0:
+        raise ModelConfigError(f"profile_vrt: iters={iters}, warmup={warmup}; expected iters >= 1, warmup >= 0")
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        raise ModelConfigError(f"profile_vrt: needs a CUDA device, got {device!r} (available: "
+                               f"{torch.cuda.is_available()})")
+    torch.manual_seed(seed)
+    if model is None:
+        model = VRT(config).to(dev)
+    model.set_attention(attention)
+    model.set_grad_checkpointing(checkpoint)
+    model.compile_blocks(compile)
+    model.set_deform_conv_backend(deform_backend)
+    model.train(mode == "train")
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    x = torch.rand(shape, device=dev, generator=gen)
+    target = torch.rand(shape, device=dev, generator=gen)
+
+    def step() -> None:
+        if mode == "train":
+            model.zero_grad(set_to_none=True)
+            with _precision(precision, dev):
+                out = model(x)
+                loss = (out.float() - target).abs().mean()
+            loss.backward()
+        else:
+            with torch.inference_mode(), _precision(precision, dev):
+                model(x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        step()
+        torch.cuda.synchronize(dev)
+        first = time.perf_counter() - t0
+        for _ in range(max(warmup - 1, 0)):
+            step()
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        times = []
+        for _ in range(iters):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step()
+            end.record()
+            torch.cuda.synchronize(dev)
+            times.append(start.elapsed_time(end))
+        peak = torch.cuda.max_memory_allocated(dev) / 2**30
+    model.zero_grad(set_to_none=True)
+    return ProfileResult(
+        mode=mode, shape=tuple(shape), precision=precision, attention=attention, checkpoint=checkpoint,
+        compile=compile, deform_backend=deform_backend, median_ms=statistics.median(times), min_ms=min(times),
+        max_ms=max(times), peak_gib=peak, iters=iters, first_call_s=first,
+    )

@@ -1,0 +1,63 @@
+"""Shared helpers for the model tests: the golden files of ``../shared/vrt_reference``."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from svrt_model import VRT, VRTConfig
+from svrt_model.errors import UntrainedSpyNetWarning
+
+REFERENCE = "vrt_reference"
+
+
+@functools.lru_cache(maxsize=2)
+def _load(path: str) -> Any:
+    return torch.load(path, weights_only=False, map_location="cpu")
+
+
+def golden_files(shared_dir: Path) -> tuple[dict, dict]:
+    """``(weights, runs)`` blobs; skips the test when the folder is absent."""
+    folder = shared_dir / REFERENCE
+    weights, runs = folder / "vrt_tiny_weights.pt", folder / "vrt_tiny_run.pt"
+    if not weights.is_file() or not runs.is_file():
+        pytest.skip(f"{folder} lacks the golden files")
+    return _load(str(weights)), _load(str(runs))
+
+
+def load_golden_model(
+    shared_dir: Path, run_name: str, dtype: torch.dtype = torch.float64, device: str = "cpu"
+) -> tuple[VRT, dict[str, Any], torch.Tensor]:
+    """The tiny model with the golden parameters (loaded by official name), one run and its input.
+
+    The run dict holds ``flows`` (None for the ``spynet`` run: the model computes them), ``output``,
+    ``stages`` (fingerprints) and the reference flows.
+    """
+    weights, runs = golden_files(shared_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        model = VRT(VRTConfig(**weights["config"]))
+    state = model.state_dict()
+    params = dict(model.named_parameters())
+    assert set(weights["parameters"]) == set(params), "golden parameter names differ from the model's"
+    assert set(weights["buffer_names"]) == set(state) - set(params), "golden buffer names differ from the model's"
+    for name, value in weights["parameters"].items():
+        state[name] = value
+    model.load_state_dict(state, strict=True)
+    model = model.to(device=device, dtype=dtype).eval()
+    ref = runs["runs"][run_name]
+    run = {
+        "flows": None if run_name == "spynet" else (
+            [f.to(device, dtype) for f in ref["flows_backward"]], [f.to(device, dtype) for f in ref["flows_forward"]]
+        ),
+        "flows_backward": ref["flows_backward"],
+        "flows_forward": ref["flows_forward"],
+        "output": ref["output"],
+        "stages": ref["stages"],
+    }
+    return model, run, runs["input"].to(device, dtype)

@@ -1,0 +1,110 @@
+"""VRT on the GPU: float32 CUDA vs the float64 golden output, fused vs plain attention in float32 and
+bf16 autocast, checkpointing on CUDA. Skipped without CUDA (``FAIL_WITHOUT_CUDA=1`` makes them fail)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from svrt_model import VRT, VRTConfig
+from svrt_model.errors import UntrainedSpyNetWarning
+from tests.model.golden import load_golden_model
+
+pytestmark = pytest.mark.needs_cuda
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().cpu(), b.double().cpu()
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture
+def strict_fp32():
+    """float32 means float32 here: no TF32 in convolutions or matmuls."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("run_name", ["spynet", "given"])
+@pytest.mark.parametrize("impl", ["fused", "plain"])
+def test_cuda_float64_matches_golden(shared_dir, run_name: str, impl: str) -> None:
+    model, run, x = load_golden_model(shared_dir, run_name, dtype=torch.float64, device="cuda")
+    model.set_attention(impl)
+    with torch.no_grad():
+        out = model(x, flows=run["flows"])
+    assert (out.cpu() - run["output"]).abs().max().item() < 1e-8
+
+
+@pytest.mark.parametrize("impl", ["fused", "plain"])
+def test_cuda_float32_matches_golden(shared_dir, strict_fp32, impl: str) -> None:
+    # The SpyNet run only: with the golden's several-pixel given flows, "nearest4" pre-alignment rounds
+    # positions to pixels, and float32 rounding flips some of them (a discontinuity, not an error).
+    model, run, x = load_golden_model(shared_dir, "spynet", dtype=torch.float32, device="cuda")
+    model.set_attention(impl)
+    with torch.no_grad():
+        out = model(x)
+    assert rel_err(out, run["output"]) < 1e-5
+
+
+def _tiny_model(seed: int = 0) -> VRT:
+    torch.manual_seed(seed)
+    cfg = VRTConfig(
+        img_size=(4, 64, 64), window_size=(4, 8, 8), depths=(2,) * 7 + (2, 2), indep_reconsts=(8,),
+        embed_dims=(32,) * 7 + (48, 48), num_heads=(2,) * 9, deformable_groups=4, drop_path_rate=0.0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        model = VRT(cfg).cuda().eval()
+    # Random (not zero-initialised) offset heads and biases so alignment and attention are exercised.
+    for stage in range(1, 8):
+        torch.nn.init.normal_(getattr(model, f"stage{stage}").pa_deform.conv_offset[-1].weight, std=0.05)
+    return model
+
+
+def _run(model: VRT, x: torch.Tensor, autocast: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    with warnings.catch_warnings(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        out = model(x)
+    out.float().square().mean().backward()
+    grads = [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]
+    return out.detach().float(), grads
+
+
+def test_cuda_fused_equals_plain_float32(strict_fp32) -> None:
+    model = _tiny_model()
+    x = torch.rand(2, 5, 3, 64, 72, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    model.set_attention("plain")
+    out_p, g_p = _run(model, x, autocast=False)
+    model.set_attention("fused")
+    out_f, g_f = _run(model, x, autocast=False)
+    assert rel_err(out_f, out_p) < 1e-5
+    assert len(g_f) == len(g_p) > 0
+    assert max(rel_err(a, b) for a, b in zip(g_f, g_p, strict=True) if b.norm() > 0) < 1e-3
+
+
+def test_cuda_fused_close_to_plain_bf16() -> None:
+    model = _tiny_model()
+    x = torch.rand(1, 5, 3, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
+    model.set_attention("plain")
+    out_p, _ = _run(model, x, autocast=True)
+    model.set_attention("fused")
+    out_f, g_f = _run(model, x, autocast=True)
+    assert torch.isfinite(out_f).all() and all(torch.isfinite(g).all() for g in g_f)
+    assert rel_err(out_f, out_p) < 2e-2
+
+
+def test_cuda_checkpointing_changes_nothing(strict_fp32) -> None:
+    model = _tiny_model()
+    x = torch.rand(1, 4, 3, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(3))
+    model.set_grad_checkpointing("none")
+    out_a, g_a = _run(model, x, autocast=False)
+    model.set_grad_checkpointing("all")
+    out_b, g_b = _run(model, x, autocast=False)
+    assert rel_err(out_b, out_a) < 1e-6
+    # SDPA's backward accumulates with atomics on the GPU: equal up to summation order.
+    assert max(rel_err(a, b) for a, b in zip(g_b, g_a, strict=True) if b.norm() > 0) < 1e-4
