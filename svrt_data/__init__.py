@@ -17,6 +17,7 @@ from svrt_data.errors import (
 )
 from svrt_data.geometry import GEOMETRIES, Geometry, get_geometry, parse_geometry
 from svrt_data.spike_io import DatWriter, SpikeStream, read_dat, write_dat, write_dat_packed
+from svrt_data.voxelize import bin_frame_ranges, voxelize
 
 __version__ = "0.1.0"
 
@@ -36,9 +37,11 @@ __all__ = [
     "SvrtError",
     "SvrtValueError",
     "WindowError",
+    "bin_frame_ranges",
     "get_geometry",
     "parse_geometry",
     "read_dat",
+    "voxelize",
     "write_dat",
     "write_dat_packed",
 ]
