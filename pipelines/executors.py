@@ -10,6 +10,7 @@ Results come back as tasks finish; a worker that dies mid-task has its task reru
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,18 +27,24 @@ def run_tasks(
     scheduler: str = "none",
     workers: int = 2,
     on_result: Callable[[int, Any], None] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> list[Any]:
     """Run ``fn(payload)`` for every payload; return results in payload order.
 
-    ``on_result(index, result)`` is called as each task finishes (for progress bars).
+    ``on_result(index, result)`` is called as each task finishes (for progress bars). ``timings``, if
+    given, receives ``startup_s`` (connecting to / starting the cluster) and ``run_s`` (the tasks).
     """
+    timings = {} if timings is None else timings
+    t_start = time.perf_counter()
     gpu = list(needs_gpu) if needs_gpu is not None else [False] * len(payloads)
     results: list[Any] = [None] * len(payloads)
     if scheduler == "none":
+        timings["startup_s"] = 0.0
         for i, p in enumerate(payloads):
             results[i] = fn(p)
             if on_result:
                 on_result(i, results[i])
+        timings["run_s"] = time.perf_counter() - t_start
         return results
     try:
         from dask.distributed import Client, LocalCluster, as_completed
@@ -56,6 +63,8 @@ def run_tasks(
     else:
         client = Client(scheduler)
     try:
+        timings["startup_s"] = time.perf_counter() - t_start
+        t_run = time.perf_counter()
         futures = {}
         for i, p in enumerate(payloads):
             fut = client.submit(fn, p, pure=False, key=f"svrt-task-{i}",
@@ -66,6 +75,7 @@ def run_tasks(
             results[i] = fut.result()
             if on_result:
                 on_result(i, results[i])
+        timings["run_s"] = time.perf_counter() - t_run
     finally:
         client.close()
         if cluster is not None:
