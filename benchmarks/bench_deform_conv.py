@@ -45,14 +45,15 @@ SHAPES = (
 )
 
 
-OFFSETS = ("flow-like", "iid")
+OFFSETS = ("flow-like", "iid", "smooth")
 
 
 def make_inputs(shape: Shape, offsets: str, seed: int = 0) -> dict[str, torch.Tensor]:
     """float32 CUDA tensors as pa_deform feeds them: masks in (0, 1) and offsets of several pixels.
 
     ``offsets="flow-like"``: a smooth field (bilinear upsampling of N(0, 4^2) at 1/16 resolution) plus
-    N(0, 0.5^2) per tap, like a flow plus the learned residual; ``"iid"``: N(0, 3^2) per element.
+    N(0, 0.5^2) per tap, like a flow plus the learned residual; ``"smooth"``: the field alone (pa_deform
+    at initialisation, whose last offset conv starts at zero); ``"iid"``: N(0, 3^2) per element.
     """
     gen = torch.Generator(device="cuda").manual_seed(seed)
     B, C, H, W, G, K = shape.B, shape.C, shape.H, shape.W, shape.G, shape.k * shape.k
@@ -60,10 +61,11 @@ def make_inputs(shape: Shape, offsets: str, seed: int = 0) -> dict[str, torch.Te
     def randn(*size: int) -> torch.Tensor:
         return torch.randn(*size, generator=gen, device="cuda")
 
-    if offsets == "flow-like":
+    if offsets in ("flow-like", "smooth"):
         coarse = 4.0 * randn(B, 2, H // 16, W // 16)
         flow = torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=False)
-        offset = flow.repeat(1, G * K, 1, 1) + 0.5 * randn(B, 2 * G * K, H, W)
+        noise = 0.5 * randn(B, 2 * G * K, H, W)
+        offset = flow.repeat(1, G * K, 1, 1) + (noise if offsets == "flow-like" else 0.0)
     elif offsets == "iid":
         offset = 3.0 * randn(B, 2 * G * K, H, W)
     else:
@@ -212,6 +214,16 @@ def _col2im_split(shape: Shape, grad_out: torch.Tensor) -> str:
             lines.append(f"  {offsets}: grad_input sum with merge={merge}: {gx.double().sum().item():.6e}")
         ms = median_ms(functools.partial(dcc._im2col, x, off, msk, geo), 20)
         lines.append(f"  {offsets}: im2col: {ms:.3f}")
+    # grad_weight GEMM: the same product written three ways (cuBLAS picks its kernel by the layout)
+    N = shape.H * shape.W
+    go = torch.randn(shape.B, 1, shape.C, N, device="cuda")
+    cols = torch.randn(shape.B, 1, shape.C * K, N, device="cuda")
+    for label, fn in (
+        ("grad_w = (go @ cols^T).sum(0)  [used]", lambda: torch.matmul(go, cols.transpose(2, 3)).sum(0)),
+        ("grad_w = (cols @ go^T).sum(0)^T", lambda: torch.matmul(cols, go.transpose(2, 3)).sum(0).transpose(1, 2)),
+        ("grad_w = einsum('bgon,bgkn->gok')", lambda: torch.einsum("bgon,bgkn->gok", go, cols)),
+    ):
+        lines.append(f"  {label}: {median_ms(fn, 20):.3f}")
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,16 +87,35 @@ def _kernel(name: str, like: torch.Tensor) -> Any:
     return _module(like.device.index).get_function(f"{name}<{_CTYPES[like.dtype]}>")
 
 
-@functools.lru_cache(maxsize=64)
-def _external_stream(device_index: int, pointer: int) -> Any:
-    # one wrapper per torch stream: creating it per call costs time (and a DeprecationWarning in CuPy 14)
-    return cp.cuda.ExternalStream(pointer, device_index)
+_STREAMS: dict[tuple[int, int], Any] = {}  # (device, stream pointer) -> CuPy's wrapper of that torch stream
+
+
+def _cupy_stream(device: torch.device) -> Any:
+    """CuPy's handle on torch's current stream of ``device``, made once per stream."""
+    stream = torch.cuda.current_stream(device)
+    key = (device.index, stream.cuda_stream)
+    if key not in _STREAMS:
+        if len(_STREAMS) > 64:
+            _STREAMS.clear()
+        wrapped = None
+        if hasattr(cp.cuda.Stream, "from_external"):  # CuPy >= 14: the CUDA stream protocol
+            try:
+                wrapped = cp.cuda.Stream.from_external(stream)
+            except (TypeError, ValueError, AttributeError):
+                wrapped = None
+            if wrapped is not None and wrapped.ptr != stream.cuda_stream:
+                wrapped = None
+        if wrapped is None:  # CuPy 13, or a torch stream without the protocol
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # deprecated in CuPy 14 only
+                wrapped = cp.cuda.ExternalStream(stream.cuda_stream, device.index)
+        _STREAMS[key] = wrapped
+    return _STREAMS[key]
 
 
 @contextlib.contextmanager
 def _on_torch_stream(device: torch.device) -> Iterator[None]:
-    stream = _external_stream(device.index, torch.cuda.current_stream(device).cuda_stream)
-    with cp.cuda.Device(device.index), stream:
+    with cp.cuda.Device(device.index), _cupy_stream(device):
         yield
 
 

@@ -411,6 +411,7 @@ def test_cuda_runs_on_torch_current_stream() -> None:
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         got = deform_conv2d(**case, backend="cuda")
+        assert deform_conv_cuda._cupy_stream(got.device).ptr == side.cuda_stream
         got = got * 1.0  # a torch op queued behind the kernels on the same stream
     torch.cuda.current_stream().wait_stream(side)
     assert_close_rel(got, want, TOL[torch.float32])
