@@ -27,8 +27,9 @@ THREADS = 256  # the kernels' __launch_bounds__ and the shared-memory staging as
 COUNT_V = (1, 2, 4, 8, 16)
 LINEAR_V = (1, 2, 4)  # 8V float64 accumulators per thread: V = 4 already takes ~90 registers
 # Count kernels with V >= STAGED_FROM_V store through shared memory (512 contiguous bytes per warp store);
-# narrower ones store each lane's 8V bytes directly. Measured on an H100 (benchmarks/RESULTS.md): staging
-# won at V=8 (1000x1000: 84-91% of copy bandwidth against 62-64% direct) and lost at V=4 (250x400).
+# narrower ones store each lane's 8V bytes directly. Measured on an H100 (benchmarks/RESULTS.md, kernel
+# only): staging wins at V=8 (1000x1000: 91-93% of copy bandwidth against 62-64% direct), ties at V=4
+# (250x400: 82-83% either way).
 STAGED_FROM_V = 8
 
 
