@@ -64,17 +64,18 @@ def _host_windows(windows: Any) -> np.ndarray:
     return w
 
 
-def check_windows(windows: Any, n_frames: int) -> np.ndarray:
-    """Validate windows against a stream of ``n_frames`` frames; return them as float64 ``(N, 2)``.
+def check_windows(windows: Any, n_frames: int, first_frame: int = 0) -> np.ndarray:
+    """Validate windows against frames ``[first_frame, first_frame + n_frames)``; return float64 ``(N, 2)``.
 
     Raises:
-        WindowError: a row is not finite or breaks ``0 <= t0 < t1 <= n_frames`` (the message names the
-            first offending row and how many rows are bad).
+        WindowError: a row is not finite or breaks ``first_frame <= t0 < t1 <= first_frame + n_frames``
+            (the message names the first offending row and how many rows are bad).
     """
     w = _host_windows(windows)
     t0, t1 = w[:, 0], w[:, 1]
+    lo, hi = first_frame, first_frame + n_frames
     with np.errstate(invalid="ignore"):
-        bad = ~(np.isfinite(t0) & np.isfinite(t1) & (t0 >= 0) & (t0 < t1) & (t1 <= n_frames))
+        bad = ~(np.isfinite(t0) & np.isfinite(t1) & (t0 >= lo) & (t0 < t1) & (t1 <= hi))
     if bad.any():
         rows = np.flatnonzero(bad)
         i = int(rows[0])
@@ -86,9 +87,10 @@ def check_windows(windows: Any, n_frames: int) -> np.ndarray:
             why = "is empty or reversed (t1 <= t0)"
         else:
             why = "lies outside the stream"
+        held = f"frames [{lo}, {hi})" if lo else f"{n_frames} frames"
         raise WindowError(
-            f"window row {i}: [t0, t1) = [{a!r}, {b!r}) {why}; windows need 0 <= t0 < t1 <= {n_frames} "
-            f"(the stream has {n_frames} frames){more}. Fix the align log or cut the windows to the stream."
+            f"window row {i}: [t0, t1) = [{a!r}, {b!r}) {why}; windows need {lo} <= t0 < t1 <= {hi} "
+            f"(the stream has {held}){more}. Fix the align log or cut the windows to the stream."
         )
     return w
 
@@ -101,30 +103,33 @@ def _edges(w: np.ndarray, k: int) -> np.ndarray:
     return np.minimum(e, t1)
 
 
-def bin_frame_ranges(windows: Any, bins: int, n_frames: int) -> np.ndarray:
+def bin_frame_ranges(windows: Any, bins: int, n_frames: int, *, first_frame: int = 0) -> np.ndarray:
     """The integer frames of every bin: ``int64 (N, K, 2)`` of ``[first, stop)`` frame indices.
 
     Bin ``k`` of window ``[t0, t1)`` holds frames ``[ceil(e_k), ceil(e_{k+1}))`` (module docstring).
-    Indices are absolute (relative to frame 0 of the stream of ``n_frames`` frames).
+    Edges are computed from the windows as given; indices are then made relative to ``first_frame``,
+    the first of the ``n_frames`` frames held (0: the start of the stream).
     """
     k = _check_bins(bins)
-    w = check_windows(windows, n_frames)
-    first = np.ceil(_edges(w, k)).astype(np.int64)
+    w = check_windows(windows, n_frames, first_frame)
+    first = np.ceil(_edges(w, k)).astype(np.int64) - first_frame
     return np.stack([first[:, :-1], first[:, 1:]], axis=-1)
 
 
-def linear_bin_weights(windows: Any, bins: int, n_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def linear_bin_weights(
+    windows: Any, bins: int, n_frames: int, *, first_frame: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The plan of ``mode="linear"``: which frames feed each bin, and with what weight.
 
     Returns:
         ranges: ``int64 (N, K, 2)``, the contiguous frames ``[first, stop)`` that feed bin k (those
-            whose lower centre is bin k-1 or k);
+            whose lower centre is bin k-1 or k), relative to ``first_frame`` as in :func:`bin_frame_ranges`;
         offsets: ``int64 (N*K + 1,)``, bin ``b = n*K + k`` reads ``weights[offsets[b]:offsets[b+1]]``,
             one weight per frame of its range;
         weights: ``float64``, frame ``t``'s share of its spike that goes to that bin.
     """
     k = _check_bins(bins)
-    w = check_windows(windows, n_frames)
+    w = check_windows(windows, n_frames, first_frame)
     n = len(w)
     t0, t1 = w[:, 0], w[:, 1]
     f0 = np.ceil(t0).astype(np.int64)
@@ -149,7 +154,7 @@ def linear_bin_weights(windows: Any, bins: int, n_frames: int) -> tuple[np.ndarr
     up = k_lo + 1 < k
     b_up, k_up = b[up] + 1, k_lo[up] + 1
     weights[offsets[b_up] + i[up] - first[win[up], k_up]] = frac[up]
-    ranges = np.stack([first + f0[:, None], stop + f0[:, None]], axis=-1)
+    ranges = np.stack([first + f0[:, None], stop + f0[:, None]], axis=-1) - first_frame
     return ranges, offsets, weights
 
 
@@ -314,6 +319,7 @@ def voxelize(
     backend: str = "auto",
     out: Any = None,
     width: int | None = None,
+    first_frame: int = 0,
 ) -> Any:
     """Voxelize spike windows into K bins per window (semantics: module docstring, ``docs/voxelization.md``).
 
@@ -328,6 +334,10 @@ def voxelize(
             ``"numba"`` or ``"cupy"`` (host inputs are uploaded; the result stays on the GPU).
         out: optional preallocated result, C-contiguous, of the right shape, dtype and device.
         width: W, for widths that are not a multiple of 8: drops the padding bits of each row's last byte.
+        first_frame: the stream frame that ``spikes[0]`` holds, when ``spikes`` is a cut of a longer
+            stream and ``windows`` are in that stream's frame units. Bin edges are computed from the
+            windows as given, so voxelizing a cut equals voxelizing the whole stream, bit for bit
+            (shifting the windows instead would round their ends differently). Arrays only.
 
     Returns:
         ``(N, K, H, W)`` voxels, ``uint8`` or ``float32``: NumPy for host inputs (torch for torch CPU
@@ -347,13 +357,17 @@ def voxelize(
     chosen = _resolve_backend(backend, kind)
     n_frames, h, wb = _packed_shape(spikes, kind)
     w = _check_width(width, wb)
-    win = check_windows(windows, n_frames)
+    if isinstance(first_frame, bool) or not isinstance(first_frame, (int, np.integer)) or first_frame < 0:
+        raise SvrtValueError(f"voxelize: first_frame must be a non-negative integer, got {first_frame!r}")
+    if first_frame and kind == "stream":
+        raise SvrtValueError("voxelize: first_frame applies to cut arrays; a SpikeStream is read from frame 0")
+    win = check_windows(windows, n_frames, first_frame)
     if mode == "count":
-        ranges = bin_frame_ranges(win, k, n_frames)
+        ranges = bin_frame_ranges(win, k, n_frames, first_frame=first_frame)
         _check_count_capacity(ranges, win, k)
         offsets = weights = None
     else:
-        ranges, offsets, weights = linear_bin_weights(win, k, n_frames)
+        ranges, offsets, weights = linear_bin_weights(win, k, n_frames, first_frame=first_frame)
     shape = (len(win), k, h, w)
     dtype = _OUT_DTYPES[mode]
     if out is not None:

@@ -202,7 +202,8 @@ def write_sequence(
                 writers[name].write(np.stack([_read_rgb(p) for p in paths]))
         win = source.windows[a:b]
         lo, hi = int(np.floor(win[:, 0].min())), int(np.ceil(win[:, 1].max()))
-        vox = voxelize(spikes.packed(lo, hi), win - lo, bins=voxel.bins, mode=voxel.mode, backend=voxel.backend)
+        vox = voxelize(spikes.packed(lo, hi), win, bins=voxel.bins, mode=voxel.mode, backend=voxel.backend,
+                       first_frame=lo)
         if hasattr(vox, "get"):  # CuPy result: bring the block to the host for zarr
             vox = vox.get()
         writers["voxels"].write(np.asarray(vox, dtype=vdtype))
