@@ -264,3 +264,19 @@ def test_dask_worker_killed_mid_run_loses_nothing(tmp_path):
         cluster.close()
     assert_same_store(serial, out)
     assert verify_store(out).ok
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("scheduler", ["none", "local"])
+def test_cupy_backend_store_equals_cpu_store(raw, store, tmp_path, scheduler):
+    """GPU voxelization (in-process, and on a Dask worker holding the GPU resource) writes the same store."""
+    if scheduler == "local":
+        pytest.importorskip("distributed")
+    out = tmp_path / "gpu.zarr"
+    report = voxelize_dataset(raw, raw / "align.csv", out, bins=8, backend="cupy", scheduler=scheduler,
+                              workers=1, progress=False)
+    assert all(t.needs_gpu for t in report.plan.tasks)
+    a, b = open_store(store), open_store(out)
+    for split, name in a.sequence_keys():
+        np.testing.assert_array_equal(a.sequence(split, name).voxels[...], b.sequence(split, name).voxels[...])
+    assert verify_store(out).ok
