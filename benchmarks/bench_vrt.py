@@ -49,14 +49,17 @@ OFFICIAL: dict[tuple[str, str, str], tuple[float, float | None]] = {
 SUITES: dict[str, list[str]] = {
     "quick": [
         "gopro:forward:fp32:fused:none",
-        "gopro:train:fp32:plain:official",
+        "gopro:forward:bf16:fused:none",
         "gopro:train:bf16:fused:none",
+        "gopro:train:bf16:fused:attn",
         "gopro:train:bf16:fused:ffn",
         "gopro:train:bf16:fused:ffn+align",
         "gopro:train:bf16:fused:all",
-        "gopro:train:bf16:fused:ffn+align:none:reference",
-        "gopro:train:bf16:plain:official",
+        "gopro:train:bf16:fused:official",
         "gopro:train:fp32:fused:official",
+        "gopro:train:fp32:fused:ffn+align",
+        "gopro:train:bf16:plain:official",
+        "gopro:train:fp32:plain:official",
     ],
     "full": [
         f"{cfg}:{row}"
@@ -217,7 +220,9 @@ def profile_row(text: str, out_dir: Path | None) -> str:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         profile_vrt(config, iters=1, warmup=0, **kwargs)
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
-    text_out = f"profile of {text}\n{table}"
+    math = sum(e.count for e in prof.key_averages() if e.key == "aten::_scaled_dot_product_attention_math")
+    fused = sum(e.count for e in prof.key_averages() if e.key == "aten::scaled_dot_product_attention")
+    text_out = f"profile of {text} (SDPA calls {fused}, of which math fallback {math})\n{table}"
     if out_dir:
         (out_dir / "profile.txt").write_text(text_out)
     del model

@@ -21,6 +21,7 @@ ATTENTION_IMPLS = ("fused", "plain")
 """``"fused"``: ``F.scaled_dot_product_attention`` with one additive mask; ``"plain"``: the reference."""
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_HEAD_DIM_ALIGN = 8
 
 
 def _plain_attention(
@@ -35,11 +36,24 @@ def _plain_attention(
         nw = mask.shape[0]
         attn = attn.view(bw // nw, nw, heads, n, n) + mask[None, :, None].to(attn.dtype)
         attn = attn.view(bw, heads, n, n)
-    if attn.dtype in _LOW_PRECISION:  # softmax in float32: logits hold -100 masks and small biases
+    if v.dtype in _LOW_PRECISION:  # softmax in float32: logits hold -100 masks and small biases
         attn = attn.float().softmax(dim=-1).to(v.dtype)
     else:
         attn = attn.softmax(dim=-1)
     return attn @ v
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """SDPA with the head dim zero-padded to a multiple of 8 (the fused GPU kernels need it; e.g. 120
+    channels / 6 heads = 20). Zero features add exact zeros to q.k, and the padded output is cut off."""
+    hd = q.shape[-1]
+    pad = -hd % _HEAD_DIM_ALIGN
+    if pad:
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+    if bias is not None:
+        bias = bias.contiguous()
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    return out[..., :hd] if pad else out
 
 
 def _fused_attention(
@@ -49,20 +63,19 @@ def _fused_attention(
     bw, heads, n, hd = q.shape
     if mask is None:
         bias = None if rel_bias is None else rel_bias.unsqueeze(0).to(q.dtype)  # broadcast over windows
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        return _sdpa(q, k, v, bias, scale)
     nw = mask.shape[0]
     batch = bw // nw
     bias = mask.unsqueeze(1).to(q.dtype)  # nW 1 N N
     if rel_bias is not None:
         bias = bias + rel_bias.unsqueeze(0).to(q.dtype)  # nW nH N N: one additive mask
     if batch == 1:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+        return _sdpa(q, k, v, bias, scale)
     # Several clips: fold windows into the head axis so the per-window mask broadcasts over clips
     # instead of being copied once per clip.
     bias = bias.expand(nw, heads, n, n).reshape(1, nw * heads, n, n)
     q, k, v = (t.reshape(batch, nw * heads, n, hd) for t in (q, k, v))  # B (nW nH) N hd
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
-    return out.view(bw, heads, n, hd)
+    return _sdpa(q, k, v, bias, scale).reshape(bw, heads, n, hd)
 
 
 def window_attention(

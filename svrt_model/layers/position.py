@@ -44,7 +44,8 @@ def relative_position_bias(table: torch.Tensor, index: torch.Tensor, n: int) -> 
             to fewer tokens uses the top-left ``n x n`` block, as the official code does.
     """
     idx = index[:n, :n].reshape(-1)
-    return table[idx].view(n, n, -1).permute(2, 0, 1)
+    # contiguous: SDPA's memory-efficient kernel refuses a mask whose last dimension is strided
+    return table[idx].view(n, n, -1).permute(2, 0, 1).contiguous()
 
 
 def sine_position_encoding(

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from svrt_model.layers.attention import WindowAttention
+from svrt_model.layers.autocast import to_autocast_dtype
 from svrt_model.layers.drop_path import DropPath
 from svrt_model.layers.mlp import MlpGEGLU
 from svrt_model.layers.window import (
@@ -81,7 +82,7 @@ class TMSA(nn.Module):
         b, d, h, w, _ = x.shape
         win, shift = effective_window((d, h, w), self.window, self.shift)
         shifted = any(s > 0 for s in shift)
-        x = pad_to_windows(self.norm1(x), win)  # pad after the norm: padded tokens are exact zeros
+        x = pad_to_windows(to_autocast_dtype(self.norm1(x)), win)  # pad after the norm: padded tokens are zeros
         size = tuple(x.shape[1:4])
         mask = None
         if shifted:
@@ -97,7 +98,7 @@ class TMSA(nn.Module):
 
     def mlp_part(self, x: torch.Tensor) -> torch.Tensor:
         """The MLP branch (before the residual add)."""
-        return self.drop_path(self.mlp(self.norm2(x)))
+        return self.drop_path(self.mlp(to_autocast_dtype(self.norm2(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, D, H, W, C)`` to the same shape."""

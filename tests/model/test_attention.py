@@ -1,0 +1,121 @@
+"""Window attention: fused (SDPA) vs plain vs a per-window loop; the module's mutual attention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from svrt_model.errors import ModelConfigError
+from svrt_model.layers.attention import WindowAttention, window_attention
+from svrt_model.layers.position import relative_position_bias, relative_position_index
+
+
+def loop_reference(q, k, v, scale, rel_bias, mask):
+    """One window and head at a time, straight from the formula."""
+    bw, heads, n, _ = q.shape
+    out = torch.empty_like(q)
+    nw = 1 if mask is None else mask.shape[0]
+    for i in range(bw):
+        for h in range(heads):
+            logits = scale * q[i, h] @ k[i, h].T
+            if rel_bias is not None:
+                logits = logits + rel_bias[h]
+            if mask is not None:
+                logits = logits + mask[i % nw]
+            out[i, h] = torch.softmax(logits, dim=-1) @ v[i, h]
+    return out
+
+
+def _inputs(batch, nw, heads, n, hd, with_bias, with_mask, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(batch * nw, heads, n, hd, generator=g, dtype=dtype) for _ in range(3))
+    rel = torch.randn(heads, n, n, generator=g, dtype=dtype) if with_bias else None
+    mask = None
+    if with_mask:  # -100 between random regions, like a shifted-window mask
+        labels = torch.randint(0, 3, (nw, n), generator=g)
+        mask = (labels[:, :, None] != labels[:, None, :]).to(dtype) * -100.0
+    return q, k, v, rel, mask
+
+
+CASES = [
+    (1, 3, 2, 16, 8, False, False),
+    (1, 3, 2, 16, 8, True, False),
+    (1, 4, 2, 16, 8, True, True),
+    (2, 4, 3, 32, 4, True, True),  # several clips: the fused path folds windows into heads
+    (2, 4, 2, 16, 8, False, True),  # mutual attention: mask only
+    (1, 2, 3, 16, 5, True, True),  # head dim 5: the fused path zero-pads it to 8
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_paths_match_loop_reference_float64(case) -> None:
+    batch, nw, heads, n, hd, with_bias, with_mask = case
+    q, k, v, rel, mask = _inputs(batch, nw, heads, n, hd, with_bias, with_mask)
+    expected = loop_reference(q, k, v, 0.3, rel, mask)
+    for impl in ("plain", "fused"):
+        got = window_attention(q, k, v, scale=0.3, rel_bias=rel, mask=mask, impl=impl)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, msg=impl)
+
+
+@pytest.mark.parametrize("case", CASES[1:4])
+def test_fused_and_plain_gradients_agree(case) -> None:
+    batch, nw, heads, n, hd, with_bias, with_mask = case
+    q, k, v, rel, mask = _inputs(batch, nw, heads, n, hd, with_bias, with_mask)
+    leaves = [t.requires_grad_() for t in (q, k, v, rel) if t is not None]
+    grads = {}
+    for impl in ("plain", "fused"):
+        out = window_attention(q, k, v, scale=0.25, rel_bias=rel, mask=mask, impl=impl)
+        grads[impl] = torch.autograd.grad((out * out.detach().sin()).sum(), leaves)
+    for a, b in zip(grads["fused"], grads["plain"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_low_precision_paths_agree() -> None:
+    q, k, v, rel, mask = _inputs(1, 4, 2, 64, 16, True, True, dtype=torch.float32, seed=3)
+    ref = loop_reference(*(t.double() for t in (q, k, v)), 0.25, rel.double(), mask.double())
+    for impl in ("plain", "fused"):
+        got = window_attention(*(t.bfloat16() for t in (q, k, v)), scale=0.25, rel_bias=rel, mask=mask, impl=impl)
+        assert got.dtype == torch.bfloat16
+        assert ((got.double() - ref).norm() / ref.norm()).item() < 2e-2
+
+
+def test_unknown_impl_is_refused() -> None:
+    q, k, v, *_ = _inputs(1, 1, 1, 4, 4, False, False)
+    with pytest.raises(ModelConfigError, match="unknown impl 'flash'"):
+        window_attention(q, k, v, scale=1.0, impl="flash")
+
+
+@pytest.mark.parametrize("mutual", [False, True])
+def test_module_paths_agree_and_mutual_attention_is_official(mutual: bool) -> None:
+    torch.manual_seed(0)
+    window = (2, 4, 4) if mutual else (3, 4, 4)
+    attn = WindowAttention(16, window, 2, mutual=mutual).double()
+    n = window[0] * window[1] * window[2]
+    x = torch.randn(6, n, 16, dtype=torch.float64)
+    mask = torch.zeros(3, n, n, dtype=torch.float64)
+    mask[1, : n // 2, n // 2 :] = -100.0
+    outs = {}
+    for impl in ("plain", "fused"):
+        attn.impl = impl
+        outs[impl] = attn(x, mask)
+    torch.testing.assert_close(outs["fused"], outs["plain"], rtol=1e-12, atol=1e-12)
+    if mutual:
+        # Rebuild the output from the formula: frame-1 slots get attention(q2, k1, v1), then proj(cat[mut, self]).
+        hd, half = 8, n // 2
+        qkv = attn.qkv_mut(x + attn.position_bias.repeat(1, 2, 1)).view(6, n, 3, 2, hd).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        m = mask[:, :half, :half]
+        a1 = loop_reference(q[:, :, half:], k[:, :, :half], v[:, :, :half], attn.scale, None, m)
+        a2 = loop_reference(q[:, :, :half], k[:, :, half:], v[:, :, half:], attn.scale, None, m)
+        mut = torch.cat([a1, a2], dim=2).transpose(1, 2).reshape(6, n, 16)
+        qkv = attn.qkv_self(x).view(6, n, 3, 2, hd).permute(2, 0, 3, 1, 4)
+        rel = relative_position_bias(attn.relative_position_bias_table, relative_position_index(window), n)
+        own = loop_reference(qkv[0], qkv[1], qkv[2], attn.scale, rel, mask).transpose(1, 2).reshape(6, n, 16)
+        expected = attn.proj(torch.cat([mut, own], dim=2))
+        torch.testing.assert_close(outs["plain"], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_mutual_attention_needs_two_frames() -> None:
+    with pytest.raises(ModelConfigError, match="window depth of 2"):
+        WindowAttention(16, (3, 4, 4), 2, mutual=True)
