@@ -12,7 +12,8 @@ Rows are selectable so a short run fits in one device call, e.g.::
     python3 benchmarks/bench_vrt.py --row gopro:train:bf16:fused:ffn+align --iters 10
     python3 benchmarks/bench_vrt.py --probe-sdpa          # which SDPA backend runs with an additive mask
 
-A row is ``config:mode:precision:attention:checkpoint[:compile[:deform_backend]]``.
+A row is ``config:mode:precision:attention:checkpoint[:compile[:deform_backend[:graph]]]``; ``graph``
+captures the whole step in one CUDA graph (see ``svrt_model.profiling.profile_vrt``).
 """
 
 from __future__ import annotations
@@ -88,15 +89,17 @@ SUITES: dict[str, list[str]] = {
 
 def parse_row(text: str) -> dict[str, str]:
     parts = text.split(":")
-    if not 5 <= len(parts) <= 7 or parts[0] not in CONFIGS:
+    if not 5 <= len(parts) <= 8 or parts[0] not in CONFIGS or (len(parts) == 8 and parts[7] not in ("graph", "eager")):
         raise SystemExit(
-            f"bad row {text!r}: expected config:mode:precision:attention:checkpoint[:compile[:deform]] with config in "
+            f"bad row {text!r}: expected config:mode:precision:attention:checkpoint[:compile[:deform[:graph|eager]]] "
+            f"with config in "
             f"{sorted(CONFIGS)}"
         )
-    keys = ("config", "mode", "precision", "attention", "checkpoint", "compile", "deform")
+    keys = ("config", "mode", "precision", "attention", "checkpoint", "compile", "deform", "graph")
     row = dict(zip(keys[: len(parts)], parts, strict=True))
     row.setdefault("compile", "none")
     row.setdefault("deform", "auto")
+    row.setdefault("graph", "eager")
     return row
 
 
@@ -114,7 +117,8 @@ def run_row(row: dict[str, str], models: dict[str, torch.nn.Module], iters: int,
     try:
         res: ProfileResult = profile_vrt(
             config, shape=shape, mode=row["mode"], precision=row["precision"], attention=row["attention"],
-            checkpoint=row["checkpoint"], compile=row["compile"], deform_backend=row["deform"], iters=iters,
+            checkpoint=row["checkpoint"], compile=row["compile"], deform_backend=row["deform"],
+            graph=row["graph"] == "graph", iters=iters,
             warmup=warmup, model=models[row["config"]],
         )
         out.update(ms=res.median_ms, min_ms=res.min_ms, max_ms=res.max_ms, gib=res.peak_gib, first_s=res.first_call_s)
@@ -130,24 +134,24 @@ def run_row(row: dict[str, str], models: dict[str, torch.nn.Module], iters: int,
 
 def format_table(results: list[dict[str, object]]) -> str:
     head = (
-        f"{'row':<44} {'ms':>8} {'min-max':>15} {'GiB':>6} {'first s':>8} | {'official ms':>11} {'GiB':>5} "
+        f"{'row':<52} {'ms':>8} {'min-max':>15} {'GiB':>6} {'first s':>8} | {'official ms':>11} {'GiB':>5} "
         f"{'speed-up':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         name = ":".join(str(r[k]) for k in ("config", "mode", "precision", "attention", "checkpoint"))
-        if r["compile"] != "none" or r["deform"] != "auto":
-            name += f":{r['compile']}:{r['deform']}"
+        if r["compile"] != "none" or r["deform"] != "auto" or r["graph"] != "eager":
+            name += f":{r['compile']}:{r['deform']}:{r['graph']}"
         off = OFFICIAL.get((str(r["config"]), str(r["mode"]), str(r["precision"])))
         off_ms = f"{off[0]:.0f}" if off else "-"
         off_gib = f"{off[1]:.1f}" if off and off[1] is not None else "-"
         if r.get("ms") is None:
-            lines.append(f"{name:<44} {str(r.get('error', '?')):>40} | {off_ms:>11} {off_gib:>5}")
+            lines.append(f"{name:<52} {str(r.get('error', '?')):>40} | {off_ms:>11} {off_gib:>5}")
             continue
         spread = f"{r['min_ms']:.0f}-{r['max_ms']:.0f}"
         speed = f"{off[0] / r['ms']:.2f}x" if off else "-"
         lines.append(
-            f"{name:<44} {r['ms']:>8.1f} {spread:>15} {r['gib']:>6.2f} {r['first_s']:>8.1f} | {off_ms:>11} "
+            f"{name:<52} {r['ms']:>8.1f} {spread:>15} {r['gib']:>6.2f} {r['first_s']:>8.1f} | {off_ms:>11} "
             f"{off_gib:>5} {speed:>8}"
         )
     return "\n".join(lines)
@@ -215,6 +219,7 @@ def profile_row(text: str, out_dir: Path | None) -> str:
     kwargs = dict(
         shape=shape, mode=row["mode"], precision=row["precision"], attention=row["attention"],
         checkpoint=row["checkpoint"], compile=row["compile"], deform_backend=row["deform"], model=model,
+        graph=row["graph"] == "graph",
     )
     profile_vrt(config, iters=1, warmup=1, **kwargs)  # warm-up outside the profile
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

@@ -181,6 +181,13 @@ class VRT(nn.Module):
             raise ModelConfigError(
                 f"VRT.compile_blocks: unknown parts {parts!r}; expected 'none', 'ffn', 'attn' or 'attn+ffn'"
             )
+        if chosen:
+            # one compiled variant per distinct (shape, window, shift, mutual) block: ~20 for VRT
+            import torch._dynamo.config as dynamo_config
+
+            for name in ("recompile_limit", "cache_size_limit"):
+                if hasattr(dynamo_config, name):
+                    setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
         for _, blocks in self._stage_groups():
             for block, _ in blocks:
                 block.compile_parts(attn="attn" in chosen, ffn="ffn" in chosen)

@@ -58,17 +58,32 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor 
 
 def _fused_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, rel_bias: torch.Tensor | None,
-    mask: torch.Tensor | None,
+    mask: torch.Tensor | None, mask_windows: torch.Tensor | None,
 ) -> torch.Tensor:
     bw, heads, n, hd = q.shape
+    shared = None if rel_bias is None else rel_bias.unsqueeze(0).to(q.dtype)  # 1 nH N N, broadcast over windows
     if mask is None:
-        bias = None if rel_bias is None else rel_bias.unsqueeze(0).to(q.dtype)  # broadcast over windows
-        return _sdpa(q, k, v, bias, scale)
+        return _sdpa(q, k, v, shared, scale)
     nw = mask.shape[0]
     batch = bw // nw
+    if mask_windows is not None:
+        # Most windows have an all-zero mask: attend everywhere with the shared bias, then redo only the
+        # windows that mix shifted regions with the full mask, so the per-window bias (and its gradient)
+        # is materialised for those windows alone.
+        out = _sdpa(q, k, v, shared, scale)
+        if mask_windows.numel() == 0:
+            return out
+        idx = (torch.arange(batch, device=q.device).unsqueeze(1) * nw + mask_windows).flatten()  # (B nM)
+        bias = mask.index_select(0, mask_windows).unsqueeze(1).to(q.dtype)  # nM 1 N N
+        if shared is not None:
+            bias = bias + shared
+        if batch > 1:
+            bias = bias.repeat(batch, 1, 1, 1)
+        fixed = _sdpa(q.index_select(0, idx), k.index_select(0, idx), v.index_select(0, idx), bias, scale)
+        return out.index_copy(0, idx, fixed)
     bias = mask.unsqueeze(1).to(q.dtype)  # nW 1 N N
-    if rel_bias is not None:
-        bias = bias + rel_bias.unsqueeze(0).to(q.dtype)  # nW nH N N: one additive mask
+    if shared is not None:
+        bias = bias + shared  # nW nH N N: one additive mask
     if batch == 1:
         return _sdpa(q, k, v, bias, scale)
     # Several clips: fold windows into the head axis so the per-window mask broadcasts over clips
@@ -86,6 +101,7 @@ def window_attention(
     scale: float,
     rel_bias: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    mask_windows: torch.Tensor | None = None,
     impl: str = "fused",
 ) -> torch.Tensor:
     """Multi-head attention inside windows, with an optional per-head bias and per-window mask.
@@ -97,6 +113,9 @@ def window_attention(
         scale: logit scale (``hd ** -0.5`` unless configured).
         rel_bias: ``(nH, N, N)`` relative position bias, shared by all windows, or None.
         mask: ``(nW, N, N)`` additive shifted-window mask, shared by all clips, or None.
+        mask_windows: optional indices of the windows whose mask is not all zero (see
+            :func:`~svrt_model.layers.window.masked_windows`); the fused path then builds the per-window
+            mask for those windows only. Ignored by the plain path; never changes the result.
         impl: ``"fused"`` (``F.scaled_dot_product_attention``, bias and mask as one additive mask in
             q's dtype) or ``"plain"`` (matmul-softmax-matmul as the official code, softmax in float32
             for half-precision inputs).
@@ -105,7 +124,7 @@ def window_attention(
         ``(B*nW, nH, N, hd)``.
     """
     if impl == "fused":
-        return _fused_attention(q, k, v, scale, rel_bias, mask)
+        return _fused_attention(q, k, v, scale, rel_bias, mask, mask_windows)
     elif impl == "plain":
         return _plain_attention(q, k, v, scale, rel_bias, mask)
     else:
@@ -165,12 +184,16 @@ class WindowAttention(nn.Module):
         bw, n, _ = qkv.shape
         return qkv.view(bw, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # 3 B*nW nH N hd
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, mask_windows: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Attend within windows.
 
         Args:
             x: ``(B*nW, N, C)`` window tokens in (d, h, w) order.
             mask: ``(nW, N, N)`` shifted-window mask or None.
+            mask_windows: indices of the windows whose mask is not all zero, or None (see
+                :func:`window_attention`).
 
         Returns:
             ``(B*nW, N, C)``.
@@ -178,7 +201,9 @@ class WindowAttention(nn.Module):
         bw, n, c = x.shape
         q, k, v = self._heads(self.qkv_self(x))
         rel_bias = relative_position_bias(self.relative_position_bias_table, self.relative_position_index, n)
-        out = window_attention(q, k, v, scale=self.scale, rel_bias=rel_bias, mask=mask, impl=self.impl)
+        out = window_attention(
+            q, k, v, scale=self.scale, rel_bias=rel_bias, mask=mask, mask_windows=mask_windows, impl=self.impl
+        )
         out = out.transpose(1, 2).reshape(bw, n, c)
         if self.mutual:
             half = n // 2
@@ -188,8 +213,8 @@ class WindowAttention(nn.Module):
             k1, k2 = k[:, :, :half], k[:, :, half:]
             v1, v2 = v[:, :, :half], v[:, :, half:]
             m = None if mask is None else mask[:, :half, :half]  # the official slice
-            a1 = window_attention(q2, k1, v1, scale=self.scale, mask=m, impl=self.impl)  # frame 2 -> 1 slots
-            a2 = window_attention(q1, k2, v2, scale=self.scale, mask=m, impl=self.impl)
+            a1 = window_attention(q2, k1, v1, scale=self.scale, mask=m, mask_windows=mask_windows, impl=self.impl)
+            a2 = window_attention(q1, k2, v2, scale=self.scale, mask=m, mask_windows=mask_windows, impl=self.impl)
             mut = torch.cat([a1, a2], dim=2).transpose(1, 2).reshape(bw, n, c)
             out = torch.cat([mut, out], dim=2)
         return self.proj(out)

@@ -20,7 +20,9 @@ from svrt_model.layers.drop_path import DropPath
 from svrt_model.layers.mlp import MlpGEGLU
 from svrt_model.layers.window import (
     effective_window,
+    masked_windows,
     pad_to_windows,
+    padded_size,
     shifted_window_mask,
     window_partition,
     window_reverse,
@@ -69,48 +71,65 @@ class TMSA(nn.Module):
         self.mlp = MlpGEGLU(dim, int(dim * mlp_ratio))
         self.checkpoint_attn = False
         self.checkpoint_ffn = False
-        self._attention_fn = self.attention_part  # replaced by a compiled version through compile_parts()
-        self._mlp_fn = self.mlp_part
+        self._attention_fn = self.attention_core  # replaced by compiled versions through compile_parts()
+        self._mlp_fn = self.mlp_core
 
     def compile_parts(self, attn: bool, ffn: bool) -> None:
-        """Run the attention and/or MLP part through ``torch.compile`` (``False`` restores eager)."""
-        self._attention_fn = torch.compile(self.attention_part, dynamic=False) if attn else self.attention_part
-        self._mlp_fn = torch.compile(self.mlp_part, dynamic=False) if ffn else self.mlp_part
+        """Run the attention and/or MLP core through ``torch.compile`` (``False`` restores eager).
 
-    def attention_part(self, x: torch.Tensor) -> torch.Tensor:
-        """The attention branch (before the residual add): ``(B, D, H, W, C)`` to the same shape."""
+        Stochastic depth stays outside the compiled cores, so blocks that differ only in their drop
+        rate share compiled code.
+        """
+        self._attention_fn = torch.compile(self.attention_core, dynamic=False) if attn else self.attention_core
+        self._mlp_fn = torch.compile(self.mlp_core, dynamic=False) if ffn else self.mlp_core
+
+    def attention_core(
+        self, x: torch.Tensor, win: Size3, shift: Size3, mask: torch.Tensor | None, mask_windows: torch.Tensor | None
+    ) -> torch.Tensor:
+        """norm1, pad, roll, window attention, reverse, roll back, crop (no stochastic depth)."""
         b, d, h, w, _ = x.shape
-        win, shift = effective_window((d, h, w), self.window, self.shift)
-        shifted = any(s > 0 for s in shift)
         x = pad_to_windows(to_autocast_dtype(self.norm1(x)), win)  # pad after the norm: padded tokens are zeros
         size = tuple(x.shape[1:4])
-        mask = None
-        if shifted:
+        if mask is not None:
             x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-            mask = shifted_window_mask(size, win, shift, x.device)
-        out = self.attn(window_partition(x, win), mask)  # B*nW N C
+        out = self.attn(window_partition(x, win), mask, mask_windows)  # B*nW N C
         x = window_reverse(out, win, b, size)
-        if shifted:
+        if mask is not None:
             x = torch.roll(x, shifts=shift, dims=(1, 2, 3))
         if size != (d, h, w):
             x = x[:, :d, :h, :w]
-        return self.drop_path(x)
+        return x
+
+    def attention_part(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention branch (before the residual add): ``(B, D, H, W, C)`` to the same shape."""
+        _, d, h, w, _ = x.shape
+        win, shift = effective_window((d, h, w), self.window, self.shift)
+        mask = mask_windows = None
+        if any(s > 0 for s in shift):
+            size = padded_size((d, h, w), win)
+            mask = shifted_window_mask(size, win, shift, x.device)
+            mask_windows = masked_windows(size, win, shift, x.device)
+        return self.drop_path(self._attention_fn(x, win, shift, mask, mask_windows))
+
+    def mlp_core(self, x: torch.Tensor) -> torch.Tensor:
+        """norm2 and the GEGLU MLP (no stochastic depth)."""
+        return self.mlp(to_autocast_dtype(self.norm2(x)))
 
     def mlp_part(self, x: torch.Tensor) -> torch.Tensor:
         """The MLP branch (before the residual add)."""
-        return self.drop_path(self.mlp(to_autocast_dtype(self.norm2(x))))
+        return self.drop_path(self._mlp_fn(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, D, H, W, C)`` to the same shape."""
         grad = torch.is_grad_enabled()
         if self.checkpoint_attn and grad:
-            x = x + checkpoint(self._attention_fn, x, use_reentrant=False)
+            x = x + checkpoint(self.attention_part, x, use_reentrant=False)
         else:
-            x = x + self._attention_fn(x)
+            x = x + self.attention_part(x)
         if self.checkpoint_ffn and grad:
-            x = x + checkpoint(self._mlp_fn, x, use_reentrant=False)
+            x = x + checkpoint(self.mlp_part, x, use_reentrant=False)
         else:
-            x = x + self._mlp_fn(x)
+            x = x + self.mlp_part(x)
         return x
 
 

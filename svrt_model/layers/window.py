@@ -19,6 +19,7 @@ __all__ = [
     "effective_window",
     "padded_size",
     "pad_to_windows",
+    "masked_windows",
     "shifted_window_mask",
     "window_partition",
     "window_reverse",
@@ -103,3 +104,18 @@ def shifted_window_mask(size: Size3, window: Size3, shift: Size3, device: torch.
     official value; the same region gets 0. Cached per (size, window, shift, device): treat as read-only.
     """
     return _shifted_window_mask(tuple(size), tuple(window), tuple(shift), str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=64)
+def _masked_windows(size: Size3, window: Size3, shift: Size3, device: str) -> torch.Tensor:
+    mask = _shifted_window_mask(size, window, shift, "cpu")
+    return torch.nonzero(mask.ne(0).flatten(1).any(1)).flatten().to(device)
+
+
+def masked_windows(size: Size3, window: Size3, shift: Size3, device: torch.device | str) -> torch.Tensor:
+    """Indices ``(nM,)`` of the windows whose :func:`shifted_window_mask` is not all zero.
+
+    Only windows along the far border of a shifted axis mix regions (e.g. 47 of 576 windows for a
+    192x192 frame and 8x8 windows); attention can skip the mask everywhere else. Cached; read-only.
+    """
+    return _masked_windows(tuple(size), tuple(window), tuple(shift), str(torch.device(device)))

@@ -119,3 +119,42 @@ def test_module_paths_agree_and_mutual_attention_is_official(mutual: bool) -> No
 def test_mutual_attention_needs_two_frames() -> None:
     with pytest.raises(ModelConfigError, match="window depth of 2"):
         WindowAttention(16, (3, 4, 4), 2, mutual=True)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fused_path_masks_only_the_listed_windows(batch: int) -> None:
+    """With ``mask_windows`` the fused path redoes only those windows; the result must not change."""
+    from svrt_model.layers.window import masked_windows, shifted_window_mask
+
+    size, win, shift = (4, 16, 24), (2, 8, 8), (1, 4, 4)
+    mask = shifted_window_mask(size, win, shift, "cpu").double()
+    listed = masked_windows(size, win, shift, "cpu")
+    nw, n = mask.shape[0], mask.shape[1]
+    unlisted = torch.ones(nw, dtype=torch.bool)
+    unlisted[listed] = False
+    assert 0 < listed.numel() < nw and not mask[unlisted].any()  # the others really have zero masks
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(batch * nw, 2, n, 8, generator=g, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    rel = torch.randn(2, n, n, generator=g, dtype=torch.float64, requires_grad=True)
+    expected = loop_reference(q, k, v, 0.35, rel, mask)
+    got = window_attention(q, k, v, scale=0.35, rel_bias=rel, mask=mask, mask_windows=listed)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    g1 = torch.autograd.grad(got.square().sum(), (q, k, v, rel))
+    g2 = torch.autograd.grad(expected.square().sum(), (q, k, v, rel))
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_geglu_matches_autograd_and_gradcheck() -> None:
+    from svrt_model.layers.mlp import geglu
+
+    g = torch.Generator().manual_seed(7)
+    a, b = (torch.randn(3, 5, 6, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(geglu, (a, b))
+    out = geglu(a, b)
+    ref = torch.nn.functional.gelu(a) * b
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    w = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    ours = torch.autograd.grad((out * w).sum(), (a, b))
+    torch.testing.assert_close(ours, torch.autograd.grad((ref * w).sum(), (a, b)))
