@@ -21,6 +21,25 @@ from svrt_data.voxelize import bin_frame_ranges, voxelize
 
 __version__ = "0.1.0"
 
+# Names that need torch load on first use (PEP 562), so `import svrt_data` never imports torch.
+_LAZY = {
+    "SpikeDeblurDataset": "svrt_data.dataset",
+    "make_loader": "svrt_data.dataset",
+    "SpikeTransform": "svrt_data.spike_transform",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'svrt_data' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "AlignLogError",
     "BackendUnavailableError",
@@ -30,8 +49,10 @@ __all__ = [
     "GeometryError",
     "IncompleteSequenceError",
     "ManifestError",
+    "SpikeDeblurDataset",
     "SpikeFormatError",
     "SpikeStream",
+    "SpikeTransform",
     "StoreError",
     "StoreLayoutError",
     "SvrtError",
@@ -39,6 +60,7 @@ __all__ = [
     "WindowError",
     "bin_frame_ranges",
     "get_geometry",
+    "make_loader",
     "parse_geometry",
     "read_dat",
     "voxelize",

@@ -1,0 +1,213 @@
+"""The chunk-aligned shard reader against zarr-python itself: bit-exact over random boxes and edge cases."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from svrt_data.errors import StoreError, StoreLayoutError
+from svrt_data.store.fast_reader import (
+    ChunkCache,
+    ShardedArrayReader,
+    ZarrArrayReader,
+    _zstd_content_size,
+    parse_array_meta,
+)
+
+zarr = pytest.importorskip("zarr")
+from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec  # noqa: E402
+
+# (name, shape, chunks, shards, dtype, compressor, fill)
+CASES = [
+    ("rgb", (11, 70, 90, 3), (1, 32, 32, 3), (4, 64, 96, 3), "uint8", "zstd", 0),
+    ("voxels", (9, 6, 40, 56), (1, 6, 16, 16), (8, 6, 48, 64), "uint8", "blosc-lz4", 0),
+    ("spikes", (300, 30, 7), (64, 16, 4), (128, 32, 8), "uint8", "zstd", 0),
+    ("linear", (5, 4, 20, 24), (1, 4, 8, 8), (2, 4, 16, 24), "float16", "blosc-zstd", 0),
+    ("plain", (7, 33, 2), (3, 8, 2), (6, 16, 2), "float64", None, 1.5),
+    ("unsharded", (13, 21), (4, 8), None, "int16", "zstd", -3),
+]
+
+
+def _compressors(name):
+    if name is None:
+        return None
+    if name == "zstd":
+        return [ZstdCodec(level=1)]
+    if name == "blosc-lz4":
+        return [BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.bitshuffle)]
+    return [BloscCodec(cname="zstd", clevel=1, shuffle=BloscShuffle.shuffle)]
+
+
+def _make(tmp_path, case, seed=0):
+    name, shape, chunks, shards, dtype, comp, fill = case
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 200, shape).astype(dtype) if dtype != "float16" else rng.random(shape).astype(dtype)
+    # leave holes: a block equal to the fill value (its chunks are never written) and an unwritten tail
+    sl = tuple(slice(0, min(c * 2, n)) for c, n in zip(chunks, shape, strict=True))
+    data[sl] = fill
+    path = tmp_path / name
+    arr = zarr.create_array(str(path), shape=shape, chunks=chunks, shards=shards, dtype=dtype,
+                            compressors=_compressors(comp), fill_value=fill)
+    cut = shape[0] - shape[0] // 3
+    arr[:cut] = data[:cut]
+    data[cut:] = fill
+    return path, data
+
+
+@pytest.fixture(scope="module")
+def arrays(tmp_path_factory):
+    root = tmp_path_factory.mktemp("arrays")
+    return {case[0]: (case, *_make(root, case)) for case in CASES}
+
+
+def _random_boxes(shape, n, rng):
+    for _ in range(n):
+        box = []
+        for size in shape:
+            a = int(rng.integers(0, size))
+            b = int(rng.integers(a, size + 1))
+            box.append((a, b))
+        yield box
+    yield [(0, s) for s in shape]  # the whole array: every edge chunk
+    yield [(s - 1, s) for s in shape]  # the last element
+
+
+@pytest.mark.parametrize("name", [c[0] for c in CASES])
+def test_fast_reader_equals_zarr_on_random_boxes(arrays, name):
+    case, path, data = arrays[name]
+    meta = parse_array_meta(path)
+    fast, ref = ShardedArrayReader(meta), ZarrArrayReader(meta)
+    assert meta.sharded == (case[3] is not None)
+    rng = np.random.default_rng(1)
+    for box in _random_boxes(case[1], 40, rng):
+        sl = tuple(slice(a, b) for a, b in box)
+        got, want = fast.read(box), ref.read(box)
+        assert got.dtype == want.dtype == data.dtype
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got, data[sl])
+
+
+def test_read_into_flipped_and_transposed_views(arrays):
+    _, path, data = arrays["rgb"]
+    fast = ShardedArrayReader(parse_array_meta(path))
+    box = [(2, 6), (5, 69), (7, 71), (0, 3)]
+    out = np.empty((4, 3, 64, 64), np.uint8)  # T C H W, written through a transposed, flipped view
+    dst = out.transpose(0, 3, 2, 1)[:, ::-1, ::-1]  # T h w C with h/w swapped and both flipped
+    fast.read_into(box, dst)
+    crop = data[2:6, 5:69, 7:71]  # T H W C
+    np.testing.assert_array_equal(out, crop.transpose(0, 3, 2, 1)[:, :, ::-1, ::-1])
+
+
+def test_cache_hits_are_identical_and_bounded(arrays):
+    case, path, data = arrays["voxels"]
+    meta = parse_array_meta(path)
+    cache = ChunkCache(3 * meta.chunk_nbytes)
+    fast = ShardedArrayReader(meta, cache)
+    box = [(3, 4), (0, 6), (10, 30), (10, 30)]  # touches 4 chunks: more than the cache holds
+    for _ in range(3):
+        np.testing.assert_array_equal(fast.read(box), data[3:4, :, 10:30, 10:30])
+        assert cache.nbytes <= cache.max_bytes and len(cache) <= 3
+    small = [(5, 6), (0, 6), (20, 30), (20, 30)]  # one chunk
+    fast.read(small)
+    hits = cache.hits
+    np.testing.assert_array_equal(fast.read(small), data[5:6, :, 20:30, 20:30])
+    assert cache.hits == hits + 1
+    cached = cache.get((meta.path, (5, 0, 1, 1)))
+    assert cached is not None and not cached.flags.writeable
+    with pytest.raises(StoreError, match="max_bytes must be an integer >= 0"):
+        ChunkCache(-1)
+
+
+def test_missing_shards_and_empty_chunks_read_as_fill(arrays):
+    case, path, data = arrays["plain"]
+    meta = parse_array_meta(path)
+    files = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != "zarr.json"}
+    assert "c/1/1/0" not in files  # the unwritten tail: no shard file at all
+    got = ShardedArrayReader(meta).read([(0, 7), (0, 33), (0, 2)])
+    np.testing.assert_array_equal(got, data)
+    assert (got[6] == 1.5).all()
+
+
+def _write_meta(path, edit):
+    meta = json.loads((path / "zarr.json").read_text())
+    edit(meta)
+    (path / "zarr.json").write_text(json.dumps(meta))
+
+
+def test_unsupported_layouts_are_refused(tmp_path):
+    path = tmp_path / "g"
+    zarr.create_array(str(path), shape=(4, 4), chunks=(2, 2), shards=(4, 4), dtype="uint8",
+                      compressors=[ZstdCodec(level=1)])
+    _write_meta(path, lambda m: m["codecs"][0]["configuration"]["codecs"][1].update(name="gzip"))
+    with pytest.raises(StoreLayoutError, match=r"codec chain \['bytes', 'gzip'\] is not supported.*reader='zarr'"):
+        parse_array_meta(path)
+    with pytest.raises(StoreLayoutError, match="no readable zarr.json"):
+        parse_array_meta(tmp_path / "absent")
+    path2 = tmp_path / "t"
+    zarr.create_array(str(path2), shape=(4, 4), chunks=(2, 2), dtype="uint8")
+    _write_meta(path2, lambda m: m["codecs"].insert(0, {"name": "transpose", "configuration": {"order": [1, 0]}}))
+    with pytest.raises(StoreLayoutError, match="codec chain"):
+        parse_array_meta(path2)
+
+
+def test_damaged_shards_raise(tmp_path):
+    path = tmp_path / "d"
+    arr = zarr.create_array(str(path), shape=(4, 8), chunks=(2, 4), shards=(4, 8), dtype="uint8",
+                            compressors=[ZstdCodec(level=1)])
+    arr[:] = np.arange(32, dtype=np.uint8).reshape(4, 8) + 1
+    shard = path / "c" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    raw[-5] ^= 0xFF  # inside the index: the checksum no longer matches
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match="shard index checksum mismatch"):
+        ShardedArrayReader(parse_array_meta(path)).read([(0, 1), (0, 1)])
+    raw[-5] ^= 0xFF
+    raw[0:4] = b"\0\0\0\0"  # the first chunk's zstd magic
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match=r"chunk \(0, 0\) cannot be decoded.*damaged"):
+        ShardedArrayReader(parse_array_meta(path)).read([(0, 1), (0, 1)])
+    with pytest.raises(StoreError, match="outside the array"):
+        ShardedArrayReader(parse_array_meta(path)).read([(0, 5), (0, 1)])
+
+
+def test_zstd_header_size_is_checked():
+    from numcodecs import zstd
+
+    for n in (0, 1, 255, 256, 300, 70000):
+        assert _zstd_content_size(zstd.compress(bytes(n), 1)) == n
+    with pytest.raises(ValueError, match="not a zstd frame"):
+        _zstd_content_size(b"garbage!")
+
+
+def _child_read(payload):
+    reader, box = pickle.loads(payload)
+    return reader.read(box)
+
+
+def test_readers_pickle_without_open_files_and_work_after_fork_and_spawn(arrays):
+    case, path, data = arrays["rgb"]
+    fast = ShardedArrayReader(parse_array_meta(path), ChunkCache(1 << 20))
+    box = [(1, 3), (10, 60), (20, 80), (0, 3)]
+    fast.read(box)  # opens files in this process
+    assert fast._files
+    state = fast.__getstate__()
+    assert set(state) == {"meta", "cache"}
+    payload = pickle.dumps((fast, box))
+    for method in ("fork", "spawn"):
+        with multiprocessing.get_context(method).Pool(1) as pool:
+            np.testing.assert_array_equal(pool.apply(_child_read, (payload,)), data[1:3, 10:60, 20:80])
+    # a forked child that inherits an opened reader (no cache: it must read) reopens its own files
+    fast = ShardedArrayReader(parse_array_meta(path))
+    fast.read(box)
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=lambda: q.put((os.getpid(), fast.read(box).sum(), fast._pid)))
+    p.start()
+    pid, total, reader_pid = q.get(timeout=60)
+    p.join()
+    assert total == data[1:3, 10:60, 20:80].sum() and reader_pid == pid
