@@ -25,8 +25,8 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.p
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        draw = (keep + torch.rand(shape, dtype=x.dtype, device=x.device)).floor_()
-        return x.div(keep) * draw
+        scale = (keep + torch.rand(shape, dtype=x.dtype, device=x.device)).floor_().div_(keep)  # 0 or 1/keep
+        return x * scale
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 __all__ = ["MlpGEGLU", "geglu"]
-
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 class _GEGLU(torch.autograd.Function):
@@ -28,14 +23,10 @@ class _GEGLU(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gate, value = ctx.saved_tensors
-        wide = torch.promote_types(gate.dtype, torch.float32)
-        g = gate.to(wide)
-        cdf = 0.5 * (1.0 + torch.erf(g * _INV_SQRT2))
-        pdf = torch.exp(-0.5 * g * g) * _INV_SQRT_2PI
-        grad_w = grad.to(wide)
-        grad_gate = grad_w * value.to(wide) * (cdf + g * pdf)
-        grad_value = grad_w * (g * cdf)
-        return grad_gate.to(gate.dtype), grad_value.to(value.dtype)
+        grad_value = grad * F.gelu(gate)
+        # aten's gelu_backward computes in float32 internally for half inputs, as autograd would
+        grad_gate = torch.ops.aten.gelu_backward(grad * value, gate)
+        return grad_gate, grad_value
 
 
 def geglu(gate: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
