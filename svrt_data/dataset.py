@@ -310,12 +310,17 @@ def move_batch(batch: dict[str, Any], device: str | torch.device, *, non_blockin
 class ClipSampler(Sampler[ClipKey]):
     """Yields :class:`ClipKey` ``(epoch, index)``: a permutation drawn from ``(seed, epoch)`` (or index order),
     split across ``num_replicas`` DDP ranks like ``DistributedSampler`` (padded by wrapping around, or
-    cut with ``drop_last``). Call :meth:`set_epoch` before each epoch."""
+    cut with ``drop_last``). Call :meth:`set_epoch` before each epoch.
+
+    ``epochs > 1`` makes one pass yield epochs ``epoch .. epoch + epochs - 1`` back to back (for loops
+    counted in iterations: the workers' prefetch queue never drains between epochs).
+    """
 
     def __init__(self, dataset: SpikeDeblurDataset | Sequence, *, shuffle: bool = True, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0, drop_last: bool = False) -> None:
+                 num_replicas: int = 1, rank: int = 0, drop_last: bool = False, epochs: int = 1) -> None:
         self.n = len(dataset)
         self.shuffle, self.seed, self.epoch = shuffle, int(seed), 0
+        self.epochs = _positive_int("epochs", epochs)
         self.num_replicas = _positive_int("num_replicas", num_replicas)
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < num_replicas:
             raise SvrtValueError(f"rank must be in [0, {num_replicas}), got {rank!r}")
@@ -328,18 +333,22 @@ class ClipSampler(Sampler[ClipKey]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __len__(self) -> int:
+    def _per_epoch(self) -> int:
         return self.n // self.num_replicas if self.drop_last else -(-self.n // self.num_replicas)
 
+    def __len__(self) -> int:
+        return self._per_epoch() * self.epochs
+
     def __iter__(self) -> Iterator[ClipKey]:
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        else:
-            order = np.arange(self.n)
-        total = len(self) * self.num_replicas
-        order = order[:total] if self.drop_last else np.resize(order, total)  # np.resize wraps around
-        for i in order[self.rank :: self.num_replicas]:
-            yield ClipKey(self.epoch, int(i))
+        total = self._per_epoch() * self.num_replicas
+        for epoch in range(self.epoch, self.epoch + self.epochs):
+            if self.shuffle:
+                order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            else:
+                order = np.arange(self.n)
+            order = order[:total] if self.drop_last else np.resize(order, total)  # np.resize wraps around
+            for i in order[self.rank :: self.num_replicas]:
+                yield ClipKey(epoch, int(i))
 
 
 def worker_init(worker_id: int) -> None:
@@ -363,13 +372,15 @@ def make_loader(
     multiprocessing_context: str | None = None,
     num_replicas: int = 1,
     rank: int = 0,
+    epochs: int = 1,
 ) -> DataLoader:
     """The recommended DataLoader (module docstring). Call ``loader.sampler.set_epoch(epoch)`` before
-    each epoch; ``shuffle``/``drop_last`` default to True in training and False in evaluation;
-    ``pin_memory`` to whether CUDA is available; ``persistent_workers`` to ``num_workers > 0``."""
+    each epoch (with ``epochs=E`` one pass covers E epochs); ``shuffle``/``drop_last`` default to True in
+    training and False in evaluation; ``pin_memory`` to whether CUDA is available; ``persistent_workers``
+    to ``num_workers > 0``."""
     train = dataset.mode == "train"
     sampler = ClipSampler(dataset, shuffle=train if shuffle is None else shuffle, seed=dataset.seed,
-                          num_replicas=num_replicas, rank=rank)
+                          num_replicas=num_replicas, rank=rank, epochs=epochs)
     workers = int(num_workers)
     return DataLoader(
         dataset,

@@ -296,6 +296,12 @@ def test_sampler_permutes_and_splits_across_replicas():
     dropped = [[k.index for k in ClipSampler(data, seed=1, num_replicas=3, rank=r, drop_last=True)] for r in range(3)]
     assert [len(p) for p in dropped] == [3, 3, 3] and len(set(sum(dropped, []))) == 9
     assert [k.index for k in ClipSampler(data, shuffle=False)] == data
+    many = ClipSampler(data, seed=1, epochs=3)
+    many.set_epoch(2)
+    keys = list(many)
+    assert len(many) == len(keys) == 30 and [k.epoch for k in keys] == [2] * 10 + [3] * 10 + [4] * 10
+    s.set_epoch(3)
+    assert keys[10:20] == list(s)
     with pytest.raises(SvrtValueError, match=r"rank must be in \[0, 2\)"):
         ClipSampler(data, num_replicas=2, rank=2)
 
