@@ -61,3 +61,20 @@ def load_golden_model(
         "stages": ref["stages"],
     }
     return model, run, runs["input"].to(device, dtype)
+
+
+def micro_model(seed: int = 0, dtype: torch.dtype = torch.float64, drop_path_rate: float = 0.0) -> VRT:
+    """A very small VRT (2 blocks per stage) with random, non-trivial offsets, for fast CPU tests."""
+    torch.manual_seed(seed)
+    cfg = VRTConfig(
+        img_size=(3, 64, 64), window_size=(3, 8, 8), depths=(2,) * 7 + (2, 2), indep_reconsts=(8,),
+        embed_dims=(16,) * 7 + (24, 24), num_heads=(2,) * 9, deformable_groups=2, drop_path_rate=drop_path_rate,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        model = VRT(cfg).to(dtype)
+    with torch.no_grad():
+        for i in range(1, 8):  # the official init zeroes the offset head; randomise it to exercise alignment
+            torch.nn.init.normal_(getattr(model, f"stage{i}").pa_deform.conv_offset[-1].weight, std=0.05)
+    model.spynet.weights_loaded = True  # random SpyNet on purpose: no untrained-SpyNet warning in tests
+    return model
