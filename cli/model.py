@@ -7,8 +7,54 @@ from __future__ import annotations
 
 import click
 
+from cli.options import library_errors, parse_size
+
+PRESETS = ("gopro", "dvd", "svrt", "tiny")
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="svrt")
 def main() -> None:
     """VRT / VRT+Spike models: train, evaluate, infer and profile."""
+
+
+@main.command()
+@click.option("--preset", type=click.Choice(PRESETS), default="gopro", show_default=True,
+              help="Network: GoPro/DVD deblurring, the S-VRT baseline backbone, or the tiny test config.")
+@click.option("--frames", type=click.IntRange(min=2), default=None, help="T (default: the preset's img_size).")
+@click.option("--size", "size_text", default=None, metavar="HxW", help="Frame size (default: the preset's).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--mode", type=click.Choice(("train", "forward")), default="train", show_default=True,
+              help="train: forward + L1 loss + backward; forward: inference.")
+@click.option("--precision", type=click.Choice(("fp32", "tf32", "bf16", "fp16")), default="bf16", show_default=True)
+@click.option("--attention", type=click.Choice(("fused", "plain")), default="fused", show_default=True)
+@click.option("--checkpoint", default="ffn+align", show_default=True,
+              help="Gradient checkpointing policy: none, official, all, or a '+'-joined subset of attn, ffn, align.")
+@click.option("--compile", "compile_parts", default="ffn", show_default=True,
+              help="Block parts run through torch.compile: none, ffn, attn, attn+ffn.")
+@click.option("--graph/--no-graph", default=True, show_default=True,
+              help="Replay the whole step as one CUDA graph (no per-op launch cost).")
+@click.option("--deform-backend", type=click.Choice(("auto", "reference", "cuda")), default="auto", show_default=True)
+@click.option("--iters", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
+@library_errors
+def profile(preset: str, frames: int | None, size_text: str | None, batch: int, mode: str, precision: str,
+            attention: str, checkpoint: str, compile_parts: str, graph: bool, deform_backend: str, iters: int,
+            warmup: int) -> None:
+    """Time one VRT forward or training step on the GPU and report its peak memory."""
+    from svrt_model import config as presets
+    from svrt_model.profiling import profile_vrt
+
+    cfg = {"gopro": presets.gopro_deblurring, "dvd": presets.dvd_deblurring, "svrt": presets.svrt_baseline,
+           "tiny": presets.tiny}[preset]()
+    t = frames or cfg.img_size[0]
+    h, w = parse_size(size_text) if size_text else cfg.img_size[1:]
+    res = profile_vrt(
+        cfg, shape=(batch, t, 3, h, w), mode=mode, precision=precision, attention=attention, checkpoint=checkpoint,
+        compile=compile_parts, graph=graph, deform_backend=deform_backend, iters=iters, warmup=warmup,
+    )
+    click.echo(
+        f"{preset} {mode} {batch}x{t}x3x{h}x{w} {precision} attention={attention} checkpoint={checkpoint} "
+        f"compile={compile_parts} graph={graph}: {res.median_ms:.1f} ms (min {res.min_ms:.1f}, max {res.max_ms:.1f}, "
+        f"{res.iters} iters), peak {res.peak_gib:.2f} GiB, first call {res.first_call_s:.1f} s"
+    )

@@ -98,5 +98,6 @@ def test_spynet_path_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="nothing is downloaded"):
         VRT(dataclasses.replace(tiny(), spynet_path=str(tmp_path / "missing.pth")))
     torch.save({"params": {"basic_module.0.basic_module.0.weight": torch.zeros(1)}}, tmp_path / "bad.pth")
-    with pytest.raises(CheckpointError, match=r"(?s)does not fit SpyNet.*missing from the file \(59\).*shape mismatch \(1\)"):
+    report = r"(?s)does not fit SpyNet.*missing from the file \(59\).*shape mismatch \(1\)"
+    with pytest.raises(CheckpointError, match=report):
         VRT(dataclasses.replace(tiny(), spynet_path=str(tmp_path / "bad.pth")))
