@@ -125,7 +125,7 @@ def run_row(row: dict[str, str], models: dict[str, torch.nn.Module], iters: int,
     except torch.cuda.OutOfMemoryError:
         out.update(ms=None, gib=None, error="OOM")
     except Exception as exc:  # report and keep going: one broken row must not lose the table
-        out.update(ms=None, gib=None, error=f"{type(exc).__name__}: {exc}"[:200])
+        out.update(ms=None, gib=None, error=" ".join(f"{type(exc).__name__}: {exc}".split())[:200])
     models[row["config"]].zero_grad(set_to_none=True)
     gc.collect()
     torch.cuda.empty_cache()
@@ -146,7 +146,7 @@ def format_table(results: list[dict[str, object]]) -> str:
         off_ms = f"{off[0]:.0f}" if off else "-"
         off_gib = f"{off[1]:.1f}" if off and off[1] is not None else "-"
         if r.get("ms") is None:
-            lines.append(f"{name:<52} {str(r.get('error', '?')):>40} | {off_ms:>11} {off_gib:>5}")
+            lines.append(f"{name:<52} {str(r.get('error', '?'))[:60]:>60} | {off_ms:>11} {off_gib:>5}")
             continue
         spread = f"{r['min_ms']:.0f}-{r['max_ms']:.0f}"
         speed = f"{off[0] / r['ms']:.2f}x" if off else "-"
