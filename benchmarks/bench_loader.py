@@ -6,6 +6,8 @@ the same run, DataLoaders with 0, 1 and 2 workers over:
 - ``store/voxels``: ``SpikeDeblurDataset(spike_input="voxels")``, T=5, 256x256 RGB crops (128x128 spikes),
   K=32, random flips/transposition, the recommended loader (:func:`svrt_data.dataset.make_loader`);
 - ``store/raw``: the same with packed spike bits + windows (re-binned later on the GPU);
+- ``store/zarr``: voxels read through zarr-python (``reader="zarr"``, the reference) instead of the
+  chunk-aligned shard reader;
 - ``store+cache``: voxels with a decoded-chunk cache large enough for the split, timed once warm (the
   ceiling, reached when the decoded split fits in each worker's memory);
 - ``naive``: what common S-VRT code does per item, from the RAW dataset folder: decode T blurry and T
@@ -149,6 +151,8 @@ def run_cpu(args: argparse.Namespace, raw: Path, store: Path) -> list[dict]:
     configs = [
         ("store", "voxels", vox, False, 1),
         ("store", "raw", SpikeDeblurDataset(store, "train", spike_input="raw", **kw), False, 1),
+        ("store/zarr", "voxels", SpikeDeblurDataset(store, "train", spike_input="voxels", reader="zarr", **kw), False,
+         0.5),
         ("store+cache", "voxels", SpikeDeblurDataset(store, "train", spike_input="voxels", cache_bytes=decoded, **kw),
          False, 1),
         ("naive", "voxels", NaiveClips(raw, vox), True, args.naive_fraction),
@@ -180,68 +184,79 @@ def format_table(rows: list[dict]) -> str:
 def run_gpu(args: argparse.Namespace, store: Path) -> list[dict]:
     import warnings
 
-    from svrt_data.spike_transform import SpikeTransform
-    from svrt_model import VRT, svrt_baseline, tiny
-
     warnings.simplefilter("ignore")  # untrained SpyNet: irrelevant to data wait
     dev = torch.device("cuda")
     rows = []
     for model_name in args.gpu_models:
         for spike_input in ("voxels", "raw"):
-            torch.manual_seed(0)
-            model = VRT(tiny() if model_name == "tiny" else svrt_baseline()).to(dev)
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-            ds = SpikeDeblurDataset(store, "train", clip_len=T, stride=1, crop=CROP, spike_input=spike_input, seed=0)
-            transform = SpikeTransform.from_store(store, "train", spike_input=spike_input, bins=BINS if spike_input ==
-                                                  "raw" else None, max_frames=16).to(dev)
-            steps = args.gpu_steps if model_name == "tiny" else args.gpu_steps_large
-            batch_size = args.gpu_batch if model_name == "tiny" else args.gpu_batch_large
-            epochs = math.ceil((steps + 8) * batch_size / len(ds)) + 1
-            loader = make_loader(ds, batch_size=batch_size, num_workers=args.gpu_workers, epochs=epochs,
-                                 pin_memory=True)
-            it = iter(loader)
-            fetch = copy = total = 0.0
-            warm = 3
-            for step in range(steps + warm):
-                t0 = time.perf_counter()
-                batch = next(it)
-                t1 = time.perf_counter()
-                batch = move_batch(batch, dev)
-                torch.cuda.synchronize()
-                t2 = time.perf_counter()
-                x = transform(batch)
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    out = model(x["blur"])
-                    loss = torch.sqrt((out.float() - x["sharp"]) ** 2 + 1e-6).mean()  # Charbonnier
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                loss.item()  # the step is over when the GPU is
-                t3 = time.perf_counter()
-                if step >= warm:
-                    fetch += t1 - t0
-                    copy += t2 - t1
-                    total += t3 - t0
-            wait = fetch + copy
-            del it, loader
-            rows.append({"model": model_name, "spikes": spike_input, "batch": batch_size,
-                         "workers": args.gpu_workers, "steps": steps, "step_ms": 1000 * total / steps,
-                         "fetch_ms": 1000 * fetch / steps, "h2d_ms": 1000 * copy / steps,
-                         "wait_ms": 1000 * wait / steps, "wait_pct": 100 * wait / total,
-                         "clips_s": steps * batch_size / total})
-            r = rows[-1]
-            print(f"  gpu {model_name} {spike_input}: step {r['step_ms']:.1f} ms, data wait {r['wait_ms']:.2f} ms "
-                  f"({r['wait_pct']:.2f} %)", flush=True)
-            del model, opt
+            try:
+                rows.append(_gpu_row(args, store, model_name, spike_input, dev))
+            except Exception as exc:  # report and go on: one failing model must not lose the table
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                rows.append({"model": model_name, "spikes": spike_input, "error": error})
+                print(f"  gpu {model_name} {spike_input}: {rows[-1]['error']}", flush=True)
             torch.cuda.empty_cache()
     return rows
 
 
+def _gpu_row(args: argparse.Namespace, store: Path, model_name: str, spike_input: str, dev: torch.device) -> dict:
+    """One short training run: per step, time blocked on the next batch + its host-to-device copy vs the whole step."""
+    from svrt_data.spike_transform import SpikeTransform
+    from svrt_model import VRT, svrt_baseline, tiny
+
+    torch.manual_seed(0)
+    model = VRT(tiny() if model_name == "tiny" else svrt_baseline()).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ds = SpikeDeblurDataset(store, "train", clip_len=T, stride=1, crop=CROP, spike_input=spike_input, seed=0)
+    transform = SpikeTransform.from_store(store, "train", spike_input=spike_input,
+                                          bins=BINS if spike_input == "raw" else None, max_frames=16).to(dev)
+    steps = args.gpu_steps if model_name == "tiny" else args.gpu_steps_large
+    batch_size = args.gpu_batch if model_name == "tiny" else args.gpu_batch_large
+    epochs = math.ceil((steps + 8) * batch_size / len(ds)) + 1
+    loader = make_loader(ds, batch_size=batch_size, num_workers=args.gpu_workers, epochs=epochs, pin_memory=True)
+    it = iter(loader)
+    fetch = copy = total = 0.0
+    warm = 3
+    for step in range(steps + warm):
+        t0 = time.perf_counter()
+        batch = next(it)
+        t1 = time.perf_counter()
+        batch = move_batch(batch, dev)
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        x = transform(batch)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.gpu_precision == "bf16"):
+            out = model(x["blur"])
+            loss = torch.sqrt((out.float() - x["sharp"]) ** 2 + 1e-6).mean()  # Charbonnier
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()  # the step is over when the GPU is
+        t3 = time.perf_counter()
+        if step >= warm:
+            fetch += t1 - t0
+            copy += t2 - t1
+            total += t3 - t0
+    del it, loader
+    wait = fetch + copy
+    row = {"model": model_name, "spikes": spike_input, "batch": batch_size, "precision": args.gpu_precision,
+           "workers": args.gpu_workers, "steps": steps, "step_ms": 1000 * total / steps,
+           "fetch_ms": 1000 * fetch / steps, "h2d_ms": 1000 * copy / steps, "wait_ms": 1000 * wait / steps,
+           "wait_pct": 100 * wait / total, "clips_s": steps * batch_size / total}
+    print(f"  gpu {model_name} {spike_input}: step {row['step_ms']:.1f} ms, data wait {row['wait_ms']:.2f} ms "
+          f"({row['wait_pct']:.2f} %)", flush=True)
+    return row
+
+
 def format_gpu(rows: list[dict]) -> str:
-    lines = ["| model | spikes | batch | workers | steps | step ms | blocked on batch ms | H2D ms | data wait % | "
-             "clips/s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | precision | spikes | batch | workers | steps | step ms | blocked on batch ms | H2D ms | "
+             "data wait % | clips/s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['spikes']} | {r['batch']} | {r['workers']} | {r['steps']} | "
+        if "error" in r:
+            lines.append(f"| {r['model']} | | {r['spikes']} | failed: {r['error']} |")
+            continue
+        lines.append(f"| {r['model']} | {r['precision']} | {r['spikes']} | {r['batch']} | {r['workers']} | "
+                     f"{r['steps']} | "
                      f"{r['step_ms']:.1f} | {r['fetch_ms']:.2f} | {r['h2d_ms']:.2f} | {r['wait_pct']:.2f} | "
                      f"{r['clips_s']:.1f} |")
     return "\n".join(lines)
@@ -259,7 +274,8 @@ def main() -> None:
     p.add_argument("--naive-fraction", type=float, default=0.25, help="the naive rows time this share of --clips")
     p.add_argument("--no-cpu", action="store_true", help="skip the CPU table")
     p.add_argument("--gpu", action="store_true", help="also time data wait in VRT training on CUDA")
-    p.add_argument("--gpu-models", nargs="+", default=["tiny", "svrt"], choices=["tiny", "svrt"])
+    p.add_argument("--gpu-models", nargs="+", default=["svrt", "tiny"], choices=["tiny", "svrt"])
+    p.add_argument("--gpu-precision", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--gpu-workers", type=int, default=6)
     p.add_argument("--gpu-batch", type=int, default=4, help="batch of the tiny VRT")
     p.add_argument("--gpu-batch-large", type=int, default=1, help="batch of the S-VRT baseline VRT")

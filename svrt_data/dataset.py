@@ -411,7 +411,7 @@ class SequenceAssembler:
         self._count: dict[str, torch.Tensor] = {}
 
     def add(self, outputs: torch.Tensor, sequences: Sequence[str], frames: torch.Tensor) -> None:
-        outputs, frames = outputs.detach().to("cpu", torch.float64), frames.to("cpu", torch.int64)
+        outputs, frames = outputs.detach().to("cpu", torch.float32), frames.to("cpu", torch.int64)
         if outputs.shape[:2] != frames.shape or len(sequences) != outputs.shape[0]:
             raise SvrtValueError(f"SequenceAssembler.add: outputs {tuple(outputs.shape)} need frames (B, T) = "
                                  f"{tuple(outputs.shape[:2])} and B sequence names; got frames "
@@ -420,7 +420,7 @@ class SequenceAssembler:
             if seq not in self.n_frames:
                 raise SvrtValueError(f"SequenceAssembler.add: unknown sequence {seq!r}")
             if seq not in self._sum:
-                self._sum[seq] = torch.zeros((self.n_frames[seq], *outputs.shape[2:]), dtype=torch.float64)
+                self._sum[seq] = torch.zeros((self.n_frames[seq], *outputs.shape[2:]), dtype=torch.float32)
                 self._count[seq] = torch.zeros(self.n_frames[seq], dtype=torch.int64)
             self._sum[seq].index_add_(0, frames[b], outputs[b])
             self._count[seq].index_add_(0, frames[b], torch.ones_like(frames[b]))

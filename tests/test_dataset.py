@@ -427,3 +427,17 @@ def test_svrt_data_exports_the_dataset_lazily():
 
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
         svrt_data.Nope  # noqa: B018
+
+
+def test_assembler_averages_overlapping_frames(store):
+    ds = SpikeDeblurDataset(store, "train", clip_len=4, stride=4, mode="eval", sequences=["SEQ0"], spike_input="none")
+    assert [ds.spec(i).start for i in range(len(ds))] == [0, 3]  # 7 frames: the second clip is aligned to the end
+    asm = SequenceAssembler(ds)
+    for i, value in ((0, 1.0), (1, 3.0)):
+        frames = ds.spec(i).frames
+        asm.add(torch.full((1, 4, 2), value), ["train/SEQ0"], torch.from_numpy(frames)[None])
+    np.testing.assert_array_equal(asm.result("train/SEQ0")[:, 0].numpy(), [1, 1, 1, 2, 3, 3, 3])
+    with pytest.raises(SvrtValueError, match="unknown sequence 'x'"):
+        asm.add(torch.zeros(1, 4, 2), ["x"], torch.zeros(1, 4, dtype=torch.int64))
+    with pytest.raises(SvrtValueError, match=r"need frames \(B, T\)"):
+        asm.add(torch.zeros(1, 4, 2), ["train/SEQ0"], torch.zeros(1, 3, dtype=torch.int64))
