@@ -28,11 +28,14 @@ def run_tasks(
     workers: int = 2,
     on_result: Callable[[int, Any], None] | None = None,
     timings: dict[str, float] | None = None,
+    warmup: Callable[[], Any] | None = None,
 ) -> list[Any]:
     """Run ``fn(payload)`` for every payload; return results in payload order.
 
     ``on_result(index, result)`` is called as each task finishes (for progress bars). ``timings``, if
     given, receives ``startup_s`` (connecting to / starting the cluster) and ``run_s`` (the tasks).
+    ``warmup()``, if given, runs once on every worker before any task (imports, JIT compilation), as
+    part of the start-up.
     """
     timings = {} if timings is None else timings
     t_start = time.perf_counter()
@@ -63,6 +66,8 @@ def run_tasks(
     else:
         client = Client(scheduler)
     try:
+        if warmup is not None:
+            client.run(warmup)
         timings["startup_s"] = time.perf_counter() - t_start
         t_run = time.perf_counter()
         futures = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -52,13 +53,14 @@ def write_task(payload: tuple[str, SequenceSource, VoxelSettings]) -> SequenceSu
 
 
 def _check_backend(voxel: VoxelSettings) -> None:
-    """Fail now, not in a worker, when the backend is unknown or not installed: voxelize no windows with it."""
+    """Fail now, not in a worker, when the backend is unknown or not installed; also compiles its kernel
+    (voxelizing one tiny window), so a worker's first sequence does not pay for the JIT."""
     import numpy as np
 
     from svrt_data.voxelize import voxelize
 
-    voxelize(np.zeros((1, 1, 1), np.uint8), np.zeros((0, 2)), bins=voxel.bins, mode=voxel.mode,
-             backend=voxel.backend)
+    voxelize(np.zeros((voxel.bins, 1, 1), np.uint8), np.array([[0.0, float(voxel.bins)]]), bins=voxel.bins,
+             mode=voxel.mode, backend=voxel.backend)
 
 
 def _sha256(path: Path) -> str:
@@ -113,7 +115,8 @@ def voxelize_dataset(
     try:
         report.written = run_tasks(write_task, [(str(out), s, voxel) for s in todo],
                                    needs_gpu=[t.needs_gpu for t in plan.tasks], scheduler=scheduler,
-                                   workers=workers, on_result=done, timings=timings)
+                                   workers=workers, on_result=done, timings=timings,
+                                   warmup=functools.partial(_check_backend, voxel))
     finally:
         bar.close()
     report.seconds, report.startup_seconds = timings.get("run_s", 0.0), timings.get("startup_s", 0.0)
