@@ -16,7 +16,10 @@ from typing import Any
 
 from svrt_data.errors import BackendUnavailableError
 
-__all__ = ["run_tasks"]
+__all__ = ["run_tasks", "WORKER_MALLOC_TRIM"]
+
+MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
+WORKER_MALLOC_TRIM = 1 << 27
 
 
 def run_tasks(
@@ -59,9 +62,16 @@ def run_tasks(
     if scheduler == "local":
         if workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")
+        import dask
+
         resources = {"GPU": 1} if any(gpu) else None
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, resources=resources,
-                               dashboard_address=None)
+        # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536. Setting it at all also switches
+        # off glibc's dynamic mmap threshold, so every block over 128 KiB a task allocates is a fresh
+        # mmap that page-faults again (measured: zarr shard writes ~2.8x slower than in a plain
+        # process). Our tasks' memory is bounded: keep blocks below 128 MiB on the heap.
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": str(WORKER_MALLOC_TRIM) for k in MALLOC_ENV}):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, resources=resources,
+                                   dashboard_address=None)
         client = Client(cluster)
     else:
         client = Client(scheduler)

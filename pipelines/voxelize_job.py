@@ -63,6 +63,16 @@ def _check_backend(voxel: VoxelSettings) -> None:
              mode=voxel.mode, backend=voxel.backend)
 
 
+def _warm_worker(voxel: VoxelSettings) -> None:
+    """Run on each Dask worker before its first task: import the writer's libraries, compile the kernel."""
+    import PIL.Image  # noqa: F401
+    import zarr  # noqa: F401
+
+    import svrt_data.store.writer  # noqa: F401
+
+    _check_backend(voxel)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -116,7 +126,7 @@ def voxelize_dataset(
         report.written = run_tasks(write_task, [(str(out), s, voxel) for s in todo],
                                    needs_gpu=[t.needs_gpu for t in plan.tasks], scheduler=scheduler,
                                    workers=workers, on_result=done, timings=timings,
-                                   warmup=functools.partial(_check_backend, voxel))
+                                   warmup=functools.partial(_warm_worker, voxel))
     finally:
         bar.close()
     report.seconds, report.startup_seconds = timings.get("run_s", 0.0), timings.get("startup_s", 0.0)

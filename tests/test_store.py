@@ -194,7 +194,8 @@ def test_kill_9_then_rerun_gives_the_same_store(tmp_path):
     raw = make_raw(tmp_path / "raw", sequences=5, test_sequences=1, frames=8, seed=3)
     clean = tmp_path / "clean.zarr"
     p = _run_cli("voxelize", raw, "--out", clean, "--bins", "8", "--backend", "numpy")
-    assert p.wait(timeout=300) == 0, p.stdout.read()
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 0, out
     killed = tmp_path / "killed.zarr"
     p = _run_cli("voxelize", raw, "--out", killed, "--bins", "8", "--backend", "numpy")
     deadline = time.time() + 120
@@ -206,7 +207,7 @@ def test_kill_9_then_rerun_gives_the_same_store(tmp_path):
             break
         time.sleep(0.01)
     p.kill()
-    p.wait()
+    p.communicate()
     s = open_store(killed)
     interrupted = len(s.sequence_keys()) < 6
     p = _run_cli("voxelize", raw, "--out", killed, "--bins", "8", "--backend", "numpy")

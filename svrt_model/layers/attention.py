@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from svrt_model.errors import ModelConfigError
 from svrt_model.layers.position import relative_position_bias, relative_position_index, sine_position_encoding
@@ -22,6 +23,10 @@ ATTENTION_IMPLS = ("fused", "plain")
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _HEAD_DIM_ALIGN = 8
+# cuDNN's fused attention, which SDPA prefers for unmasked bf16/fp16 inputs, hits an illegal memory
+# access on VRT's mutual-attention windows with small heads (tiny config: 64 tokens, head dim 8; seen on
+# an H100 with torch 2.11): keep SDPA on the flash, memory-efficient and math kernels.
+_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def _plain_attention(
@@ -52,7 +57,8 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor 
         q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
     if bias is not None:
         bias = bias.contiguous()
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    with sdpa_kernel(_SDPA_BACKENDS):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     return out[..., :hd] if pad else out
 
 
