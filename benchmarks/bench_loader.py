@@ -8,6 +8,8 @@ the same run, DataLoaders with 0, 1 and 2 workers over:
 - ``store/raw``: the same with packed spike bits + windows (re-binned later on the GPU);
 - ``store/zarr``: voxels read through zarr-python (``reader="zarr"``, the reference) instead of the
   chunk-aligned shard reader;
+- ``store reused``: ``store`` with ``make_loader(..., reuse_buffers=True)``: workers recycle their shared
+  batch buffers instead of faulting in fresh shared memory per batch (with workers only);
 - ``store+cache``: voxels with a decoded-chunk cache large enough for the split, timed once warm (the
   ceiling, reached when the decoded split fits in each worker's memory);
 - ``naive``: what common S-VRT code does per item, from the RAW dataset folder: decode T blurry and T
@@ -108,7 +110,8 @@ class NaiveClips(Dataset):
 
 
 # -- timing ------------------------------------------------------------------------------------------
-def clips_per_second(dataset: Dataset, workers: int, clips: int, batch: int, naive: bool, warm: int) -> float:
+def clips_per_second(dataset: Dataset, workers: int, clips: int, batch: int, naive: bool, warm: int,
+                     reuse: bool = False) -> float:
     """Clips/s over ``clips`` clips, after ``warm`` clips (at least one batch: the workers have started)."""
     epochs = math.ceil((clips + warm + 2 * batch) / len(dataset)) + 1
     if naive:
@@ -116,7 +119,8 @@ def clips_per_second(dataset: Dataset, workers: int, clips: int, batch: int, nai
                             num_workers=workers, persistent_workers=workers > 0, drop_last=True,
                             prefetch_factor=4 if workers else None)
     else:
-        loader = make_loader(dataset, batch_size=batch, num_workers=workers, epochs=epochs)
+        # reuse: workers recycle their shared batch buffers (safe here: each batch is dropped before the next)
+        loader = make_loader(dataset, batch_size=batch, num_workers=workers, epochs=epochs, reuse_buffers=reuse)
     it = iter(loader)
     n = 0
     while n < max(warm, 1):
@@ -148,9 +152,12 @@ def run_cpu(args: argparse.Namespace, raw: Path, store: Path) -> list[dict]:
     kw = {"clip_len": T, "stride": 1, "crop": CROP, "seed": 0}
     vox = SpikeDeblurDataset(store, "train", spike_input="voxels", **kw)
     decoded = sum(i.n_frames for i in vox.infos) * 6 << 20  # ~5.4 MB of decoded chunks per 360x640 frame
+    raw_ds = SpikeDeblurDataset(store, "train", spike_input="raw", **kw)
     configs = [
         ("store", "voxels", vox, False, 1),
-        ("store", "raw", SpikeDeblurDataset(store, "train", spike_input="raw", **kw), False, 1),
+        ("store", "raw", raw_ds, False, 1),
+        ("store reused", "voxels", vox, False, 1),
+        ("store reused", "raw", raw_ds, False, 1),
         ("store/zarr", "voxels", SpikeDeblurDataset(store, "train", spike_input="voxels", reader="zarr", **kw), False,
          0.5),
         ("store+cache", "voxels", SpikeDeblurDataset(store, "train", spike_input="voxels", cache_bytes=decoded, **kw),
@@ -162,10 +169,12 @@ def run_cpu(args: argparse.Namespace, raw: Path, store: Path) -> list[dict]:
         for w in args.workers:
             n = max(args.batch_size, int(args.clips * frac))
             warm = 2 * len(ds) if source == "store+cache" else 1  # the cache row measures a warm cache
-            rate = clips_per_second(ds, w, n, args.batch_size, naive, warm)
+            if source == "store reused" and w == 0:
+                continue  # no workers, no hand-off: the "store" row
+            rate = clips_per_second(ds, w, n, args.batch_size, naive, warm, reuse=source == "store reused")
             rows.append({"source": source, "spikes": spikes, "workers": w, "clips_s": rate,
                          "per_core": rate / max(1, w)})
-            print(f"  {source:<12} {spikes:<7} workers={w}: {rate:7.1f} clips/s", flush=True)
+            print(f"  {source:<13} {spikes:<7} workers={w}: {rate:7.1f} clips/s", flush=True)
     return rows
 
 

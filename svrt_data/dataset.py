@@ -50,6 +50,7 @@ side :func:`move_batch` with ``non_blocking=True`` and a ``SpikeTransform``.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -245,13 +246,24 @@ class SpikeDeblurDataset(Dataset):
 
     def __getitems__(self, keys: Sequence[int | ClipKey | tuple[int, int]]) -> list[dict[str, Any]]:
         """A whole batch: clips of equal shapes are read into one buffer per key (shared memory inside a
-        DataLoader worker), and items are views of it that :func:`collate_clips` stacks without a copy."""
+        DataLoader worker; reused round-robin when :func:`make_loader` set up a buffer ring), and items
+        are views of it that :func:`collate_clips` stacks without a copy."""
         specs = [self.spec(k) for k in keys]
         shapes = [self.reader.shapes(s) for s in specs]
         if not specs or any(s != shapes[0] for s in shapes[1:]):
             return [self[k] for k in keys]
         shared = torch.utils.data.get_worker_info() is not None
-        batch = {k: _empty((len(specs), *shape), np.dtype(dtype), shared) for k, (shape, dtype) in shapes[0].items()}
+        ring = getattr(self, "_buffer_ring", None) if shared else None
+        slot = ring.take() if ring is not None else {}
+        batch = {}
+        for k, (shape, dtype) in shapes[0].items():
+            full = (len(specs), *shape)
+            buf = slot.get(k)
+            if buf is None or tuple(buf.shape) != full or buf.dtype != _torch_dtype(np.dtype(dtype)):
+                buf = _empty(full, np.dtype(dtype), shared)
+                if ring is not None:
+                    slot[k] = buf
+            batch[k] = buf
         items = []
         for i, spec in enumerate(specs):
             views = {k: v[i] for k, v in batch.items()}
@@ -260,10 +272,34 @@ class SpikeDeblurDataset(Dataset):
         return items
 
 
+class _BufferRing:
+    """Batch buffers in shared memory that one worker reuses round-robin, so handing a batch to the main
+    process does not fault in fresh shared memory each time (~4 ms per 4.6 MB clip measured on our VMs).
+
+    Safe when nothing still uses a batch once ``slots - 1`` later batches of the same worker exist: the
+    DataLoader gives a worker a new task only after yielding one of its earlier batches (at most
+    ``prefetch_factor`` outstanding per worker), and with ``pin_memory`` the main process has copied each
+    batch before it is yielded. Every element of a buffer is rewritten by each read.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots: list[dict[str, torch.Tensor]] = [{} for _ in range(slots)]
+        self.next = 0
+
+    def take(self) -> dict[str, torch.Tensor]:
+        slot = self.slots[self.next]
+        self.next = (self.next + 1) % len(self.slots)
+        return slot
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype)).dtype
+
+
 def _empty(shape: tuple[int, ...], dtype: np.dtype, shared: bool) -> torch.Tensor:
     """An uninitialised tensor; in shared memory when ``shared`` (so sending it from a worker copies nothing,
     as torch's own default_collate does)."""
-    tdtype = torch.from_numpy(np.empty(0, dtype)).dtype
+    tdtype = _torch_dtype(dtype)
     if not shared:
         return torch.empty(shape, dtype=tdtype)
     numel = math.prod(shape)
@@ -351,12 +387,17 @@ class ClipSampler(Sampler[ClipKey]):
                 yield ClipKey(epoch, int(i))
 
 
-def worker_init(worker_id: int) -> None:
-    """One compute thread per DataLoader worker (the workers are the parallelism)."""
+def worker_init(worker_id: int, *, buffer_slots: int = 0) -> None:
+    """One compute thread per DataLoader worker (the workers are the parallelism); with
+    ``buffer_slots > 0`` the worker's dataset reuses that many shared-memory batch buffers."""
     torch.set_num_threads(1)
     from numcodecs import blosc
 
     blosc.use_threads = False
+    if buffer_slots:
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            info.dataset._buffer_ring = _BufferRing(buffer_slots)
 
 
 def make_loader(
@@ -373,12 +414,21 @@ def make_loader(
     num_replicas: int = 1,
     rank: int = 0,
     epochs: int = 1,
+    reuse_buffers: bool | None = None,
 ) -> DataLoader:
     """The recommended DataLoader (module docstring). Call ``loader.sampler.set_epoch(epoch)`` before
     each epoch (with ``epochs=E`` one pass covers E epochs); ``shuffle``/``drop_last`` default to True in
     training and False in evaluation; ``pin_memory`` to whether CUDA is available; ``persistent_workers``
-    to ``num_workers > 0``."""
+    to ``num_workers > 0``.
+
+    ``reuse_buffers``: workers recycle ``prefetch_factor + 2`` shared-memory batch buffers instead of
+    allocating fresh ones per batch (faster hand-off). Default: on with ``pin_memory`` (the main process
+    copies each batch out before it can be reused); without pinning turn it on only if your loop is done
+    with a batch before asking for ``prefetch_factor + 1`` more (e.g. moves it to the GPU or uses it in
+    one step, and keeps no reference)."""
     train = dataset.mode == "train"
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    reuse = pin if reuse_buffers is None else reuse_buffers
     sampler = ClipSampler(dataset, shuffle=train if shuffle is None else shuffle, seed=dataset.seed,
                           num_replicas=num_replicas, rank=rank, epochs=epochs)
     workers = int(num_workers)
@@ -388,11 +438,11 @@ def make_loader(
         sampler=sampler,
         num_workers=workers,
         collate_fn=collate_clips,
-        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        pin_memory=pin,
         drop_last=train if drop_last is None else drop_last,
         persistent_workers=(workers > 0) if persistent_workers is None else (persistent_workers and workers > 0),
         prefetch_factor=prefetch_factor if workers > 0 else None,
-        worker_init_fn=worker_init,
+        worker_init_fn=functools.partial(worker_init, buffer_slots=(prefetch_factor or 2) + 2 if reuse else 0),
         multiprocessing_context=multiprocessing_context if workers > 0 else None,
     )
 

@@ -284,6 +284,19 @@ def test_worker_count_does_not_change_batches(store):
             _same(a, b)
 
 
+def test_reused_worker_buffers_give_the_same_batches(store):
+    """Workers recycling prefetch_factor + 2 shared buffers: a loop that is done with each batch before
+    asking for the next one sees exactly the batches of fresh buffers, over several turns of the ring."""
+    ds = SpikeDeblurDataset(store, "train", clip_len=2, stride=1, crop=(64, 64), seed=8)
+    loader = make_loader(ds, batch_size=2, num_workers=2, pin_memory=False, prefetch_factor=2, reuse_buffers=True,
+                         epochs=4)
+    reused = [{k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in b.items()} for b in loader]
+    serial = list(make_loader(ds, batch_size=2, num_workers=0, pin_memory=False, epochs=4))
+    assert len(reused) == len(serial) > 2 * (2 + 2) * 2  # each worker turned its 4-slot ring at least twice
+    for a, b in zip(serial, reused, strict=True):
+        _same(a, b)
+
+
 def test_sampler_permutes_and_splits_across_replicas():
     data = list(range(10))
     s = ClipSampler(data, shuffle=True, seed=1)
