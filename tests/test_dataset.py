@@ -297,6 +297,20 @@ def test_reused_worker_buffers_give_the_same_batches(store):
         _same(a, b)
 
 
+@pytest.mark.needs_cuda
+def test_pinned_loader_reuses_buffers_safely(store):
+    """With pin_memory (reuse_buffers on by default) every yielded batch is a pinned copy: keeping all of
+    them (no clones) while the workers recycle their buffers many times must not change any."""
+    ds = SpikeDeblurDataset(store, "train", clip_len=2, stride=1, crop=(64, 64), seed=8)
+    loader = make_loader(ds, batch_size=2, num_workers=2, prefetch_factor=2, epochs=6)
+    assert loader.pin_memory
+    kept = list(loader)
+    serial = list(make_loader(ds, batch_size=2, num_workers=0, pin_memory=False, epochs=6))
+    assert len(kept) == len(serial) > 3 * (2 + 2) * 2
+    for a, b in zip(serial, kept, strict=True):
+        _same(a, b)
+
+
 def test_sampler_permutes_and_splits_across_replicas():
     data = list(range(10))
     s = ClipSampler(data, shuffle=True, seed=1)
