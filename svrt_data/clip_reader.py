@@ -298,4 +298,5 @@ class ClipReader:
             dst[hi - lo :] = 0
             out["spike_windows"][...] = self.sequences[spec.seq].windows[t0 : t0 + t] - lo
             result["spike_len"] = hi - lo
+            result["spike_first"] = lo
         return result

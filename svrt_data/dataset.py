@@ -23,6 +23,9 @@ key                 shape, dtype               meaning
 ``spike_windows``   ``(T, 2)`` float64          raw: ``[t0, t1)`` of each frame in ``spike_bits``
                                                frame units (``0 <= t0 < t1 <= spike_len``)
 ``spike_len``       int                        raw: valid frames of ``spike_bits``
+``spike_first``     int                        raw: ``lo``, the stored frame ``spike_bits[0]`` holds;
+                                               ``spike_windows + spike_first`` are the store's windows
+                                               exactly (the subtraction was exact)
 ``sequence``        str                        ``split/name``
 ``frames``          ``(T,)`` int64              frame indices in the sequence (time order kept)
 ``crop``            ``(4,)`` int64              ``y0, x0, h, w`` of the RGB region read, in the
@@ -33,9 +36,9 @@ key                 shape, dtype               meaning
 ==================  =========================  ===================================================
 
 Stored uint8 stays uint8 until the GPU; :class:`svrt_data.spike_transform.SpikeTransform` converts,
-normalises and (for raw input) re-bins there. Voxelizing ``spike_bits[:spike_len]`` with
-``spike_windows`` and the store's K gives exactly ``spikes`` (the spatial transforms commute with
-binning).
+normalises and (for raw input) re-bins there. Voxelizing ``spike_bits[:spike_len]`` with the
+windows ``spike_windows + spike_first`` and ``first_frame=spike_first`` (what ``SpikeTransform`` does)
+gives exactly the stored voxels (the spatial transforms commute with binning).
 
 Determinism: every random choice of clip ``i`` in epoch ``e`` comes from ``(seed, e, i)``. Indices may
 be ints (using :meth:`SpikeDeblurDataset.set_epoch`) or :class:`ClipKey` ``(epoch, index)`` pairs,
@@ -229,6 +232,7 @@ class SpikeDeblurDataset(Dataset):
         item: dict[str, Any] = dict(tensors)
         if "spike_len" in arrays:
             item["spike_len"] = int(arrays["spike_len"])
+            item["spike_first"] = int(arrays["spike_first"])
         item["sequence"] = self.infos[spec.seq].key
         item["frames"] = torch.from_numpy(spec.frames)
         item["crop"] = torch.tensor(spec.box, dtype=torch.int64)

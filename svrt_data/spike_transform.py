@@ -158,24 +158,33 @@ class SpikeTransform(nn.Module):
             x = (x - self.mean) / self.std
         return x
 
-    def rebin(self, bits: torch.Tensor, windows: Any) -> torch.Tensor:
-        """Packed ``(B, S, Hs, Ws/8)`` + host windows ``(B, T, 2)`` -> voxels ``(B, T, K, Hs, Ws)``, one launch."""
+    def rebin(self, bits: torch.Tensor, windows: Any, first: Any = None) -> torch.Tensor:
+        """Packed ``(B, S, Hs, Ws/8)`` + host windows ``(B, T, 2)`` -> voxels ``(B, T, K, Hs, Ws)``.
+
+        ``first`` (``(B,)``, the batch's ``spike_first``): each clip's windows are restored to the store's
+        frame units and voxelized with ``first_frame``, so bin edges are computed exactly as when the
+        store was written and the result equals the stored voxels bit for bit. One launch per clip.
+        """
         from svrt_data.voxelize import voxelize
 
         b, s = bits.shape[:2]
-        w = _host_windows(windows, b)
-        flat = w + (np.arange(b, dtype=np.float64) * s)[:, None, None]  # clip b's frames start at b * S
-        v = voxelize(bits.reshape(b * s, *bits.shape[2:]), flat.reshape(-1, 2), bins=self.bins, mode=self.bin_mode,
-                     backend=self.backend)
-        return v.reshape(b, w.shape[1], *v.shape[1:])  # B T K Hs Ws
+        w, f = _windows_and_first(windows, first, b)
+        dtype = torch.uint8 if self.bin_mode == "count" else torch.float32
+        out = torch.empty((b, w.shape[1], self.bins, bits.shape[2], bits.shape[3] * 8), dtype=dtype,
+                          device=bits.device)  # B T K Hs Ws
+        for i in range(b):
+            voxelize(bits[i], w[i] + f[i], bins=self.bins, mode=self.bin_mode, backend=self.backend, out=out[i],
+                     first_frame=int(f[i]))
+        return out
 
-    def bin_ranges(self, bits: torch.Tensor, windows: Any) -> torch.Tensor:
-        """``int64 (B, T, K, 2)`` frame ranges of every bin in ``bits`` (the accumulator's plan), on bits' device."""
+    def bin_ranges(self, bits: torch.Tensor, windows: Any, first: Any = None) -> torch.Tensor:
+        """``int64 (B, T, K, 2)`` frame ranges of every bin in ``bits`` (the accumulator's plan), on bits' device;
+        edges computed in the store's frame units as in :meth:`rebin`."""
         from svrt_data.voxelize import bin_frame_ranges
 
         b, s = bits.shape[:2]
-        w = _host_windows(windows, b)
-        ranges = bin_frame_ranges(w.reshape(-1, 2), self.bins, s).reshape(b, w.shape[1], self.bins, 2)
+        w, f = _windows_and_first(windows, first, b)
+        ranges = np.stack([bin_frame_ranges(w[i] + f[i], self.bins, s, first_frame=int(f[i])) for i in range(b)])
         return torch.from_numpy(ranges).to(bits.device, non_blocking=True)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -198,9 +207,9 @@ class SpikeTransform(nn.Module):
             if bits.dim() != 4:
                 raise SvrtValueError(f"SpikeTransform: spike_bits must be (B, S, Hs, Ws/8), got {tuple(bits.shape)}")
             if self.raw_output == "voxels":
-                out["spikes"] = self.voxels(self.rebin(bits, batch["spike_windows"]))
+                out["spikes"] = self.voxels(self.rebin(bits, batch["spike_windows"], batch.get("spike_first")))
             else:
-                out["spike_bin_ranges"] = self.bin_ranges(bits, batch["spike_windows"])
+                out["spike_bin_ranges"] = self.bin_ranges(bits, batch["spike_windows"], batch.get("spike_first"))
         return out
 
 
@@ -209,6 +218,18 @@ def _uint8(x: Any, key: str) -> torch.Tensor:
         got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
         raise SvrtValueError(f"SpikeTransform: {key} must be a uint8 tensor (as the dataset delivers it), got {got}")
     return x
+
+
+def _windows_and_first(windows: Any, first: Any, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Relative windows ``(B, T, 2)`` and each clip's first stored frame ``(B,)`` (zeros when not given)."""
+    w = _host_windows(windows, b)
+    if first is None:
+        return w, np.zeros(b, np.int64)
+    f = first.detach().cpu().numpy() if isinstance(first, torch.Tensor) else np.asarray(first)
+    f = np.asarray(f, np.int64).reshape(-1)
+    if f.shape != (b,):
+        raise SvrtValueError(f"SpikeTransform: spike_first must hold one frame per clip ({b}), got shape {f.shape}")
+    return w, f
 
 
 def _host_windows(windows: Any, b: int) -> np.ndarray:

@@ -154,3 +154,32 @@ def test_gpu_rebinning_and_transform_match_the_cpu(store):
     torch.testing.assert_close(gpu["blur"].cpu(), cpu["blur"])
     bits = SpikeTransform(spike_input="raw", bins=BINS, raw_output="bits").to(dev)(gpu_raw)
     assert bits["spike_bin_ranges"].is_cuda
+
+
+def test_raw_rebinning_is_exact_for_non_dyadic_windows(tmp_path):
+    """Windows like [0.1, 55.9) are not exact binary fractions: the store voxelized them in its own frame
+    units; re-binning a clip's bits must compute the same bin edges (spike_first), not shifted ones."""
+    from pipelines.voxelize_job import voxelize_dataset
+    from svrt_data.align import AlignLog, read_align_log, write_align_log
+    from tests.store_helpers import make_raw
+
+    raw = make_raw(tmp_path / "raw", sequences=1, test_sequences=0, frames=6)
+    log = read_align_log(raw / "align.csv")
+    rng = np.random.default_rng(3)
+    entries = [e.__class__(e.split, e.sequence, e.frame, e.spike_file, float(rng.uniform(0, 5)) + 0.1,
+                           float(rng.uniform(50, 55)) + 1 / 3) for e in log.entries]
+    write_align_log(AlignLog(log.header, entries), raw / "frac.csv")
+    store = tmp_path / "s.zarr"
+    voxelize_dataset(raw, raw / "frac.csv", store, bins=7, backend="numpy", progress=False)
+    ds = SpikeDeblurDataset(store, "train", clip_len=3, stride=1, crop=None, spike_input="raw", augment="none",
+                            mode="eval")
+    batch = collate_clips(ds.__getitems__(list(range(len(ds)))))
+    from svrt_data.store import open_store
+
+    voxels = open_store(store).sequences("train")[0].voxels[...]
+    t = SpikeTransform(spike_input="raw", bins=7, log1p=False, rgb_scale=None, backend="numpy")
+    got = t.rebin(batch["spike_bits"], batch["spike_windows"], batch["spike_first"]).numpy()
+    for i, frames in enumerate(batch["frames"].numpy()):
+        np.testing.assert_array_equal(got[i], voxels[frames])
+    ranges = t.bin_ranges(batch["spike_bits"], batch["spike_windows"], batch["spike_first"]).numpy()
+    assert ranges.shape == (len(ds), 3, 7, 2) and (ranges[..., 1] >= ranges[..., 0]).all()
