@@ -86,6 +86,26 @@ __device__ __forceinline__ Position decode(long long idx, int G, int K, long lon
     return p;
 }
 
+// Where tap k of output pixel n samples (offset added) and its modulation; shared by both kernels.
+template <typename T>
+struct Tap {
+    T y, x, m;
+};
+
+template <typename T>
+__device__ __forceinline__ Tap<T> tap(const T* __restrict__ offset, const T* __restrict__ mask, const Position& p,
+                                      long long N, int Wo, int kw, int sh, int sw, int ph, int pw, int dh, int dw,
+                                      int has_mask) {
+    const int ho = static_cast<int>(p.n / Wo), wo = static_cast<int>(p.n % Wo);
+    const int ki = p.k / kw, kj = p.k % kw;
+    const T* off = offset + 2 * p.gk * N + p.n;
+    Tap<T> t;
+    t.y = static_cast<T>(ho * sh - ph + ki * dh) + off[0];
+    t.x = static_cast<T>(wo * sw - pw + kj * dw) + off[N];
+    t.m = has_mask ? mask[p.gk * N + p.n] : T(1);
+    return t;
+}
+
 template <typename T>
 __global__ void deform_im2col(
     const T* __restrict__ input, const T* __restrict__ offset, const T* __restrict__ mask,
@@ -99,12 +119,8 @@ __global__ void deform_im2col(
     for (long long idx = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; idx < total;
          idx += static_cast<long long>(blockDim.x) * gridDim.x) {
         const Position p = decode(idx, G, K, N);
-        const int ho = static_cast<int>(p.n / Wo), wo = static_cast<int>(p.n % Wo);
-        const int ki = p.k / kw, kj = p.k % kw;
-        const T* off = offset + 2 * p.gk * N + p.n;
-        const T y = static_cast<T>(ho * sh - ph + ki * dh) + off[0];
-        const T x = static_cast<T>(wo * sw - pw + kj * dw) + off[N];
-        const T m = has_mask ? mask[p.gk * N + p.n] : T(1);
+        const Tap<T> t = tap(offset, mask, p, N, Wo, kw, sh, sw, ph, pw, dh, dw, has_mask);
+        const T y = t.y, x = t.x, m = t.m;
         const Sample<T> s = locate(y, x, H, W);
         const T hy = T(1) - s.ly, hx = T(1) - s.lx;
         const long long c0 = p.b * C + static_cast<long long>(p.g) * Cpg;
@@ -156,12 +172,8 @@ __global__ void deform_col2im(
         const long long idx = base + lane;
         const bool active = idx < total;
         const Position p = decode(active ? idx : base, G, K, N);
-        const int ho = static_cast<int>(p.n / Wo), wo = static_cast<int>(p.n % Wo);
-        const int ki = p.k / kw, kj = p.k % kw;
-        const T* off = offset + 2 * p.gk * N + p.n;
-        const T y = static_cast<T>(ho * sh - ph + ki * dh) + off[0];
-        const T x = static_cast<T>(wo * sw - pw + kj * dw) + off[N];
-        const T m = has_mask ? mask[p.gk * N + p.n] : T(1);
+        const Tap<T> t = tap(offset, mask, p, N, Wo, kw, sh, sw, ph, pw, dh, dw, has_mask);
+        const T y = t.y, x = t.x, m = t.m;
         Sample<T> s = locate(y, x, H, W);
         if (!active) s = locate(T(-2), T(-2), H, W);  // outside: no loads, no updates
         const T hy = T(1) - s.ly, hx = T(1) - s.lx;

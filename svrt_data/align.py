@@ -31,7 +31,7 @@ import math
 import os
 import re
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -297,8 +297,7 @@ def validate_align_log(log: AlignLog, raw_root: str | os.PathLike, *, check_blur
         name = f"{split}/{seq}" if split else seq
         frames = [e.frame for e in entries]
         if frames != list(range(len(frames))):
-            seen = set()
-            dups = sorted({f for f in frames if f in seen or seen.add(f)})
+            dups = sorted(f for f, n in Counter(frames).items() if n > 1)
             gaps = sorted(set(range(max(frames) + 1)) - set(frames))
             problems.append(f"sequence {name}: frames must be 0..{len(frames) - 1} once each; "
                             f"duplicated {dups[:10]}, missing {gaps[:10]}")

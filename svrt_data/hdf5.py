@@ -50,6 +50,8 @@ def export_h5(
     import h5py
 
     path = Path(path)
+    if chunk_frames < 1:
+        raise SpikeFormatError(f"chunk_frames must be >= 1, got {chunk_frames}")
     n, g = len(stream), stream.geometry
     if g.width % 8:
         raise SpikeFormatError(f"HDF5 export stores packed rows; width {g.width} is not a multiple of 8")
@@ -66,7 +68,7 @@ def export_h5(
                 rate_hz=g.rate_hz, bitorder="little", source_flip=g.flip,
                 source=str(getattr(stream, "path", "")),
             )
-            step = max(1, chunk_frames) * max(1, 4096 // max(1, chunk_frames))
+            step = chunk_frames * max(1, 4096 // chunk_frames)  # whole chunks, ~4096 frames per write
             for s, block in tqdm(stream.iter_packed(step), total=-(-n // step), desc=f"export {path.name}",
                                  unit="block", disable=not progress):
                 ds[s : s + len(block)] = block

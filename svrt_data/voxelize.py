@@ -309,6 +309,14 @@ def _device_id(x: Any, kind: str) -> int | None:
     return None
 
 
+def _run_kernel(impl: Any, mode: str, frames: Any, ranges: Any, offsets: Any, weights: Any, target: Any) -> None:
+    """One kernel module (numpy, numba or cupy: the same two functions) fills ``target``."""
+    if mode == "count":
+        impl.voxelize_count(frames, ranges, target)
+    else:
+        impl.voxelize_linear(frames, ranges, offsets, weights, target)
+
+
 # -- the public function ------------------------------------------------------------------------
 def voxelize(
     spikes: Any,
@@ -405,10 +413,7 @@ def _voxelize_host(spikes: Any, kind: str, backend: str, mode: str, ranges: np.n
             ) from exc
     else:
         raise SvrtValueError(f"voxelize: unknown host backend {backend!r}")
-    if mode == "count":
-        impl.voxelize_count(frames, ranges, target)
-    else:
-        impl.voxelize_linear(frames, ranges, offsets, weights, target)
+    _run_kernel(impl, mode, frames, ranges, offsets, weights, target)
     if not direct:
         result[...] = target[..., : shape[3]]
     if kind == "torch-cpu" and out is None:
@@ -472,9 +477,6 @@ def _run_cupy(cp: Any, impl: Any, spikes: Any, kind: str, mode: str, ranges: np.
     wb = frames.shape[2]
     direct = shape[3] == 8 * wb and result.data.ptr % 16 == 0
     target = result if direct else cp.empty(shape[:3] + (8 * wb,), dtype)
-    if mode == "count":
-        impl.voxelize_count(frames, ranges, target)
-    else:
-        impl.voxelize_linear(frames, ranges, offsets, weights, target)
+    _run_kernel(impl, mode, frames, ranges, offsets, weights, target)
     if not direct:
         result[...] = target[..., : shape[3]]
