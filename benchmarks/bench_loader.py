@@ -51,7 +51,7 @@ def build(cache: Path, sequences: int, frames: int, size: tuple[int, int]) -> tu
     from pipelines.voxelize_job import voxelize_dataset
     from svrt_data.synth import synthesize
 
-    params = {"sequences": sequences, "frames": frames, "size": list(size), "bins": BINS, "version": 1}
+    params = {"sequences": sequences, "frames": frames, "size": list(size), "bins": BINS, "version": 2}  # 2: 64 px voxel tiles
     raw, store, stamp = cache / "raw", cache / "store.zarr", cache / "params.json"
     times = {"synth_s": None, "voxelize_s": None}
     if stamp.is_file() and json.loads(stamp.read_text()) == params and (store / "zarr.json").is_file():
@@ -143,7 +143,7 @@ def shared_memory_cost(shape: tuple[int, ...], repeats: int = 10) -> tuple[float
     for shared in (True, False):
         t0 = time.perf_counter()
         for _ in range(repeats):
-            _empty(shape, np.dtype(np.uint8), shared).numpy()[...] = 1
+            _empty(shape, torch.uint8, shared).numpy()[...] = 1
         out.append(1000 * (time.perf_counter() - t0) / repeats)
     return out[0], out[1]
 

@@ -259,20 +259,22 @@ class SpikeDeblurDataset(Dataset):
         shared = torch.utils.data.get_worker_info() is not None
         ring = getattr(self, "_buffer_ring", None) if shared else None
         slot = ring.take() if ring is not None else {}
-        batch = {}
-        for k, (shape, dtype) in shapes[0].items():
-            full = (len(specs), *shape)
-            buf = slot.get(k)
-            if buf is None or tuple(buf.shape) != full or buf.dtype != _torch_dtype(np.dtype(dtype)):
-                buf = _empty(full, np.dtype(dtype), shared)
-                if ring is not None:
-                    slot[k] = buf
-            batch[k] = buf
+        batch = {k: _batch_buffer(slot, k, (len(specs), *shape), _torch_dtype(np.dtype(dtype)), shared)
+                 for k, (shape, dtype) in shapes[0].items()}
         items = []
         for i, spec in enumerate(specs):
             views = {k: v[i] for k, v in batch.items()}
             arrays = self.reader.read(spec, {k: v.numpy() for k, v in views.items()})
             items.append(self._item(spec, arrays, views))
+        # The small per-clip tensors (frames, boxes, augmentation) become rows of batch buffers too: every
+        # tensor of a worker's batch is then one (reused) shared buffer, and none is copied when sent.
+        for k, v in items[0].items():
+            if k in batch or not isinstance(v, torch.Tensor) or any(it[k].shape != v.shape for it in items):
+                continue
+            buf = _batch_buffer(slot, k, (len(items), *v.shape), v.dtype, shared)
+            for i, it in enumerate(items):
+                buf[i] = it[k]
+                it[k] = buf[i]
         return items
 
 
@@ -300,16 +302,24 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
-def _empty(shape: tuple[int, ...], dtype: np.dtype, shared: bool) -> torch.Tensor:
+def _empty(shape: tuple[int, ...], dtype: torch.dtype, shared: bool) -> torch.Tensor:
     """An uninitialised tensor; in shared memory when ``shared`` (so sending it from a worker copies nothing,
     as torch's own default_collate does)."""
-    tdtype = _torch_dtype(dtype)
     if not shared:
-        return torch.empty(shape, dtype=tdtype)
-    numel = math.prod(shape)
-    proto = torch.empty(0, dtype=tdtype)
-    storage = proto._typed_storage()._new_shared(numel, device=proto.device)
-    return proto.new(storage).view(shape)
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * dtype.itemsize)
+    # set_ (not a view of a 1-D tensor): rows of the result must have it as their ``_base``, which is
+    # how collate_clips recognises a batch buffer and hands it on without copying
+    return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+
+
+def _batch_buffer(slot: dict[str, torch.Tensor], key: str, shape: tuple[int, ...], dtype: torch.dtype,
+                  shared: bool) -> torch.Tensor:
+    """The buffer for ``key`` of a batch: the ring slot's when it fits (and becomes the slot's otherwise)."""
+    buf = slot.get(key)
+    if buf is None or tuple(buf.shape) != shape or buf.dtype != dtype:
+        buf = slot[key] = _empty(shape, dtype, shared)
+    return buf
 
 
 def _stacked_views(values: list[torch.Tensor]) -> torch.Tensor | None:

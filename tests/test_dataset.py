@@ -284,6 +284,31 @@ def test_worker_count_does_not_change_batches(store):
             _same(a, b)
 
 
+@pytest.mark.parametrize("spike_input", ["voxels", "raw"])
+def test_worker_batches_are_their_shared_ring_buffers(store, monkeypatch, spike_input):
+    """Inside a worker every tensor of a batch must already live in shared memory (sending it then copies
+    nothing) and, with a buffer ring, be the same buffer again ``slots`` batches later. A batch tensor
+    that collate_clips stacks into private memory instead is copied into fresh shared memory by the
+    DataLoader's sender, the cost the ring exists to avoid."""
+    from types import SimpleNamespace
+
+    from svrt_data import dataset as D
+
+    ds = SpikeDeblurDataset(store, "train", clip_len=2, stride=1, crop=(64, 64), spike_input=spike_input, seed=8)
+    monkeypatch.setattr(D.torch.utils.data, "get_worker_info", lambda: SimpleNamespace(id=0, dataset=ds))
+    ds._buffer_ring = D._BufferRing(2)
+    keys = [ClipKey(0, i) for i in range(2)]
+    batches = [collate_clips(ds.__getitems__(keys)) for _ in range(3)]
+    tensors = {k for k, v in batches[0].items() if isinstance(v, torch.Tensor)}
+    ints = {"index", "epoch", "spike_len", "spike_first"}  # ints in items, batched by collate_clips
+    assert {"blur", "sharp", "frames", "crop", "augment"} <= tensors - ints
+    for k in tensors - ints:
+        assert batches[0][k].is_shared(), k
+        assert batches[0][k].data_ptr() == batches[2][k].data_ptr() != batches[1][k].data_ptr(), k
+    serial = collate_clips([ds[k] for k in keys])
+    _same(serial, batches[2])
+
+
 def test_reused_worker_buffers_give_the_same_batches(store):
     """Workers recycling prefetch_factor + 2 shared buffers: a loop that is done with each batch before
     asking for the next one sees exactly the batches of fresh buffers, over several turns of the ring."""

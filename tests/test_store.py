@@ -68,7 +68,7 @@ def test_chunks_and_shards_follow_the_layout(store):
     assert seq.voxels.chunks == (1, 8, 32, 64) and seq.voxels.shards == (5, 8, 32, 64)
     assert seq.blur.chunks == (1, 64, 128, 3)
     chunks, shards = L.chunking("voxels", (100, 32, 360, 640))
-    assert chunks == (1, 32, 128, 128) and shards == (8, 32, 384, 640)
+    assert chunks == (1, 32, 64, 64) and shards == (8, 32, 384, 640)
     chunks, shards = L.chunking("blur", (100, 720, 1280, 3))
     assert chunks == (1, 256, 256, 3) and shards == (8, 768, 1280, 3)
     chunks, shards = L.chunking("spikes", (8800, 360, 80))

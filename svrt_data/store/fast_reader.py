@@ -273,8 +273,9 @@ class ShardedArrayReader:
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._files: OrderedDict[str, int] = OrderedDict()  # path -> fd
-        self._indexes: dict[tuple[int, ...], np.ndarray | None] = {}
+        self._indexes: dict[tuple[int, ...], list[list[int]] | None] = {}
         self._scratch: np.ndarray | None = None
+        self._per = self.meta.chunks_per_file
 
     def __getstate__(self) -> dict:
         return {"meta": self.meta, "cache": self.cache}
@@ -315,7 +316,7 @@ class ShardedArrayReader:
             os.close(old)
         return fd
 
-    def _index(self, cell: tuple[int, ...]) -> np.ndarray | None:
+    def _index(self, cell: tuple[int, ...]) -> list[list[int]] | None:
         """The ``(offset, nbytes)`` rows of shard ``cell``, or None when its file does not exist."""
         if cell in self._indexes:
             return self._indexes[cell]
@@ -336,7 +337,7 @@ class ShardedArrayReader:
         if google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
             raise StoreError(f"{self.meta.path}/{key}: shard index checksum mismatch; the store is damaged "
                              "(run `svrt-data verify`)")
-        index = np.frombuffer(raw[:-4], "<u8").reshape(n, 2)
+        index = np.frombuffer(raw[:-4], "<u8").reshape(n, 2).tolist()  # Python ints: cheap to look up
         self._indexes[cell] = index
         return index
 
@@ -348,18 +349,22 @@ class ShardedArrayReader:
             if fd is None:
                 return None
             return os.pread(fd, os.fstat(fd).st_size, 0)
-        per = m.chunks_per_file
-        cell = tuple(c // p for c, p in zip(coords, per, strict=True))
-        index = self._index(cell)
+        # the hot path of training reads (~100 chunks per clip): plain integer arithmetic, no numpy calls
+        cell, row = [], 0
+        for c, p in zip(coords, self._per):
+            q, r = divmod(c, p)
+            cell.append(q)
+            row = row * p + r
+        cell_t = tuple(cell)
+        index = self._indexes[cell_t] if cell_t in self._indexes else self._index(cell_t)
         if index is None:
             return None
-        local = tuple(c % p for c, p in zip(coords, per, strict=True))
-        offset, nbytes = (int(v) for v in index[np.ravel_multi_index(local, per)])
+        offset, nbytes = index[row]
         if offset == EMPTY and nbytes == EMPTY:
             return None
-        data = os.pread(self._fd(m.file_key(cell)), nbytes, offset)
+        data = os.pread(self._fd(m.file_key(cell_t)), nbytes, offset)
         if len(data) != nbytes:
-            raise StoreError(f"{m.path}/{m.file_key(cell)}: chunk {coords} is cut short ({len(data)} of {nbytes} "
+            raise StoreError(f"{m.path}/{m.file_key(cell_t)}: chunk {coords} is cut short ({len(data)} of {nbytes} "
                              "bytes); the store is damaged (run `svrt-data verify`)")
         return data
 
