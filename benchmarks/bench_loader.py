@@ -51,7 +51,8 @@ def build(cache: Path, sequences: int, frames: int, size: tuple[int, int]) -> tu
     from pipelines.voxelize_job import voxelize_dataset
     from svrt_data.synth import synthesize
 
-    params = {"sequences": sequences, "frames": frames, "size": list(size), "bins": BINS, "version": 2}  # 2: 64 px voxel tiles
+    # version 2: stores with 64 px voxel tiles
+    params = {"sequences": sequences, "frames": frames, "size": list(size), "bins": BINS, "version": 2}
     raw, store, stamp = cache / "raw", cache / "store.zarr", cache / "params.json"
     times = {"synth_s": None, "voxelize_s": None}
     if stamp.is_file() and json.loads(stamp.read_text()) == params and (store / "zarr.json").is_file():

@@ -351,7 +351,7 @@ class ShardedArrayReader:
             return os.pread(fd, os.fstat(fd).st_size, 0)
         # the hot path of training reads (~100 chunks per clip): plain integer arithmetic, no numpy calls
         cell, row = [], 0
-        for c, p in zip(coords, self._per):
+        for c, p in zip(coords, self._per, strict=True):
             q, r = divmod(c, p)
             cell.append(q)
             row = row * p + r
