@@ -56,6 +56,7 @@ SUITES: dict[str, list[str]] = {
         "gopro:train:fp32:fused:attn+ffn",
         f"{_G}:ffn+align:none:auto:graph",
         f"{_G}:ffn:ffn:auto:graph",
+        f"{_G}:ffn+align1:attn+ffn:auto:graph",
     ],
     "full": [
         "gopro:forward:fp32:plain:none",
@@ -81,6 +82,9 @@ SUITES: dict[str, list[str]] = {
         "svrt:train:bf16:fused:ffn+align:none:auto:graph",
         "svrt:train:bf16:fused:ffn+align:ffn:auto:graph",
         f"{_G}:ffn:attn+ffn:auto:graph",
+        f"{_G}:ffn+align1:attn+ffn:auto:graph",
+        f"{_G}:ffn+align-full:attn+ffn:auto:graph",
+        "gopro:train:fp32:fused:ffn+align1:attn+ffn:auto:graph",
         f"{_G}:ffn+align:attn+ffn:auto:graph",
         f"{_G}:attn+ffn:attn+ffn:auto:graph",
     ],

@@ -9,7 +9,10 @@ The batch is split into chunks whose column buffer holds at most ``max_column_el
 
 Precision: float32 and float64 run natively. float16/bfloat16 tensors (autocast) are cast to float32,
 computed in float32 (autocast is disabled inside), and the output is returned in ``input``'s dtype;
-each gradient is returned in its tensor's dtype. Double backward is not supported.
+each gradient is returned in its tensor's dtype. With a float16/bfloat16 ``input`` the GEMMs may use
+TF32 tensor cores (10-bit mantissa, finer than the half-precision output; sampling positions and
+bilinear weights stay float32); with float32 input they follow torch's TF32 setting, so float32 stays
+float32. Double backward is not supported.
 
 CuPy is optional: it is imported on first use; without it :class:`BackendUnavailableError` says how to
 install it. Kernels run on torch's current stream; tensors reach CuPy through DLPack without copies.
@@ -212,6 +215,20 @@ def _col2im(
         _launch(_kernel("deform_col2im", x), total, args)
 
 
+@contextlib.contextmanager
+def _gemm_math(input_dtype: torch.dtype) -> Iterator[None]:
+    """TF32 GEMMs for half-precision inputs (module docstring); torch's setting otherwise."""
+    if input_dtype not in (torch.float16, torch.bfloat16):
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _prepare(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return None if t is None else t.detach().to(dtype).contiguous()
 
@@ -234,7 +251,7 @@ class _DeformConv2dCuda(torch.autograd.Function):
         ctx.bias_dtype = None if bias is None else bias.dtype
         B, Cout = input.shape[0], weight.shape[0]
         groups = geo.C // weight.shape[1]
-        with torch.autocast("cuda", enabled=False):
+        with torch.autocast("cuda", enabled=False), _gemm_math(input.dtype):
             x, off, msk, w, b = (_prepare(t, dtype) for t in (input, offset, mask, weight, bias))
             w = w.view(groups, Cout // groups, -1)  # rows: out channel; columns: (in channel, tap)
             parts = []
@@ -257,7 +274,7 @@ class _DeformConv2dCuda(torch.autograd.Function):
         need_msk = need_msk and mask is not None
         B, Cout = input.shape[0], weight.shape[0]
         groups = geo.C // weight.shape[1]
-        with torch.autocast("cuda", enabled=False):
+        with torch.autocast("cuda", enabled=False), _gemm_math(input.dtype):
             x, off, msk, w = (_prepare(t, dtype) for t in (input, offset, mask, weight))
             go = grad_out.detach().to(dtype).contiguous()
             grad_x = torch.zeros_like(x) if need_x else None

@@ -38,7 +38,7 @@ EncoderHook = Callable[[int, torch.Tensor], torch.Tensor]
 Flows = tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]
 """``(flows_backward, flows_forward)``: 4 levels each, level i ``(B, T-1, 2, H/2^i, W/2^i)``."""
 
-CHECKPOINT_PARTS = ("attn", "ffn", "align")
+CHECKPOINT_PARTS = ("attn", "ffn", "align", "align-full", "align1")
 _RESHAPES = ("none", "down", "down", "down", "up", "up", "up")
 _FLOW_LEVELS = 4
 _STAGE_FLOW_LEVEL = (0, 1, 2, 3, 2, 1, 0)
@@ -139,7 +139,12 @@ class VRT(nn.Module):
                 ``use_checkpoint_ffn`` of the config outside ``no_checkpoint_*_blocks``); ``"all"``
                 (``"attn+ffn+align"``); or a ``+``-joined set of parts: ``"attn"`` (attention part of
                 every block), ``"ffn"`` (MLP part of every block), ``"align"`` (the deformable
-                alignment of stages 1-7), e.g. ``"ffn+align"``.
+                alignment of stages 1-7), ``"align-full"`` (the alignment of the full-resolution stages
+                1 and 7 only, which hold about three quarters of its activations and recompute),
+                ``"align1"`` (stage 1's alignment only: its activations are kept the longest, through
+                the peak at the start of backward, and its recompute comes last, when little else is
+                held), e.g. ``"ffn+align1"`` (the fastest policy within the official memory, see
+                benchmarks/RESULTS.md).
         """
         parts = self._parse_checkpoint_policy(policy)
         cfg = self.config
@@ -152,8 +157,11 @@ class VRT(nn.Module):
                     attn, ffn = "attn" in parts, "ffn" in parts
                 block.checkpoint_attn = bool(attn)
                 block.checkpoint_ffn = bool(ffn)
-        for i in range(NUM_FEATURE_STAGES):
-            getattr(self, f"stage{i + 1}").checkpoint_align = "align" in parts
+        full_resolution = (1, NUM_FEATURE_STAGES)  # stages 2-6 run at 1/2, 1/4, 1/8, 1/4, 1/2
+        for i in range(1, NUM_FEATURE_STAGES + 1):
+            getattr(self, f"stage{i}").checkpoint_align = (
+                "align" in parts or ("align-full" in parts and i in full_resolution) or ("align1" in parts and i == 1)
+            )
         self.checkpoint_policy = policy
 
     @staticmethod

@@ -41,13 +41,15 @@ class FlowGuidedDeformAlign(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.conv_offset = nn.Sequential(
             nn.Conv2d(2 * channels + 2, channels, 3, 1, 1),
-            nn.LeakyReLU(negative_slope=0.1),
+            nn.LeakyReLU(negative_slope=0.1, inplace=True),
             nn.Conv2d(channels, channels, 3, 1, 1),
-            nn.LeakyReLU(negative_slope=0.1),
+            nn.LeakyReLU(negative_slope=0.1, inplace=True),
             nn.Conv2d(channels, channels, 3, 1, 1),
-            nn.LeakyReLU(negative_slope=0.1),
+            nn.LeakyReLU(negative_slope=0.1, inplace=True),
             nn.Conv2d(channels, 3 * _TAPS * deformable_groups, 3, 1, 1),
         )
+        # In-place activations: the convolutions do not keep their outputs for backward, so each hidden
+        # layer keeps one tensor instead of two (the same numbers).
         bound = 1.0 / math.sqrt(channels * _TAPS)
         nn.init.uniform_(self.weight, -bound, bound)
         # Start as plain flow warping: zero residual offsets, mask 0.5 everywhere.
@@ -83,10 +85,12 @@ class FlowGuidedDeformAlign(nn.Module):
             warped, current, flow: as in :meth:`offsets_and_mask`.
         """
         offset, mask = self.offsets_and_mask(warped, current, flow)
-        dtype = offset.dtype
-        # As torchvision's op under autocast: the deformable convolution runs in float32 (or float64).
+        # As torchvision's op under autocast, the deformable convolution computes in float32 (or float64):
+        # deform_conv2d upcasts a bf16/fp16 ``neighbour`` itself, so the backward keeps the half-size
+        # tensor instead of a float32 copy, and returns the output in ``neighbour``'s dtype (what the
+        # stage casts it to anyway).
         with torch.autocast(device_type=neighbour.device.type, enabled=False):
             return deform_conv2d(
-                neighbour.to(dtype), offset, self.weight.to(dtype), self.bias.to(dtype),
-                stride=1, padding=1, dilation=1, mask=mask, backend=self.backend,
+                neighbour, offset, self.weight, self.bias, stride=1, padding=1, dilation=1, mask=mask,
+                backend=self.backend,
             )

@@ -384,6 +384,27 @@ def test_cuda_under_autocast_returns_input_dtype() -> None:
 
 
 @needs_cuda
+@pytest.mark.parametrize("tf32", [False, True])
+def test_cuda_gemm_precision_follows_the_input_dtype(tf32: bool) -> None:
+    """Half-precision input: TF32 GEMMs inside, the global setting untouched afterwards; float32 input:
+    the global setting decides (off: float32 GEMMs, equal to float64 within float32 rounding)."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        case = make_case((2, 64, 16, 24, 24, 3, 3, 1, 16, 1, 1, 1), device="cuda", dtype=torch.float32, seed=15)
+        half = deform_conv2d(**{**case, "input": case["input"].to(torch.bfloat16)}, backend="cuda")
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32
+        upcast = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in case.items()}
+        want = deform_conv2d(**{**upcast, "input": case["input"].to(torch.bfloat16).double()}, backend="cuda")
+        assert_close_rel(half, want, TOL[torch.bfloat16])
+        if not tf32:
+            exact = deform_conv2d(**case, backend="cuda")
+            assert_close_rel(exact, deform_conv2d(**upcast, backend="cuda"), TOL[torch.float32])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@needs_cuda
 def test_cuda_writes_every_element() -> None:
     """The caching allocator hands back NaN-filled memory: an unwritten column would show."""
     poison = torch.full((1 << 26,), float("nan"), device="cuda")

@@ -76,7 +76,7 @@ def test_hook_must_keep_the_shape(model: VRT) -> None:
             model(_frames(), encoder_hook=lambda s, f: f[..., :32])
 
 
-@pytest.mark.parametrize("policy", ["all", "official", "ffn+align", "attn"])
+@pytest.mark.parametrize("policy", ["all", "official", "ffn+align", "attn", "ffn+align-full"])
 def test_checkpointing_changes_nothing(policy: str) -> None:
     model = micro_model(drop_path_rate=0.3).train()  # stochastic depth on: recomputation must replay it
     x = _frames(t=2, seed=2)
@@ -93,6 +93,16 @@ def test_checkpointing_changes_nothing(policy: str) -> None:
     assert len(grads_a) == len(grads_b) > 100
     for a, b in zip(grads_a, grads_b, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_align_parts_checkpoint_the_chosen_stages(model: VRT) -> None:
+    model.set_grad_checkpointing("ffn+align-full")
+    assert [getattr(model, f"stage{i}").checkpoint_align for i in range(1, 8)] == [True] + [False] * 5 + [True]
+    model.set_grad_checkpointing("attn+align1")
+    assert [getattr(model, f"stage{i}").checkpoint_align for i in range(1, 8)] == [True] + [False] * 6
+    model.set_grad_checkpointing("align")
+    assert all(getattr(model, f"stage{i}").checkpoint_align for i in range(1, 8))
+    model.set_grad_checkpointing("none")
 
 
 def test_switches_refuse_unknown_names(model: VRT) -> None:
