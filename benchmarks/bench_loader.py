@@ -8,8 +8,9 @@ the same run, DataLoaders with 0, 1 and 2 workers over:
 - ``store/raw``: the same with packed spike bits + windows (re-binned later on the GPU);
 - ``store/zarr``: voxels read through zarr-python (``reader="zarr"``, the reference) instead of the
   chunk-aligned shard reader;
-- ``store reused``: ``store`` with ``make_loader(..., reuse_buffers=True)``: workers recycle their shared
-  batch buffers instead of faulting in fresh shared memory per batch (with workers only);
+- ``store fresh shm``: ``store`` with ``make_loader(..., reuse_buffers=False)``: every batch in fresh shared
+  memory, as torch's default collate does, instead of the default recycled worker buffers (reused once
+  the loop has dropped their batch); with workers only;
 - ``store+cache``: voxels with a decoded-chunk cache large enough for the split, timed once warm (the
   ceiling, reached when the decoded split fits in each worker's memory);
 - ``naive``: what common S-VRT code does per item, from the RAW dataset folder: decode T blurry and T
@@ -43,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from svrt_data.dataset import ClipKey, ClipSampler, SpikeDeblurDataset, make_loader, move_batch  # noqa: E402
 
 T, CROP, BINS = 5, 256, 32
+PREFETCH = 4  # make_loader's default prefetch_factor
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -112,19 +114,21 @@ class NaiveClips(Dataset):
 
 # -- timing ------------------------------------------------------------------------------------------
 def clips_per_second(dataset: Dataset, workers: int, clips: int, batch: int, naive: bool, warm: int,
-                     reuse: bool = False) -> float:
-    """Clips/s over ``clips`` clips, after ``warm`` clips (at least one batch: the workers have started)."""
+                     reuse: bool = True) -> float:
+    """Clips/s over ``clips`` clips, in the steady state: after ``warm`` clips and at least enough batches
+    for every worker to have started and filled its buffer ring (prefetch_factor + 2 batches each)."""
+    warm = max(warm, batch * (PREFETCH + 3) * max(1, workers))
     epochs = math.ceil((clips + warm + 2 * batch) / len(dataset)) + 1
     if naive:
         loader = DataLoader(dataset, batch_size=batch, sampler=ClipSampler(dataset, seed=0, epochs=epochs),
                             num_workers=workers, persistent_workers=workers > 0, drop_last=True,
-                            prefetch_factor=4 if workers else None)
+                            prefetch_factor=PREFETCH if workers else None)
     else:
-        # reuse: workers recycle their shared batch buffers (safe here: each batch is dropped before the next)
-        loader = make_loader(dataset, batch_size=batch, num_workers=workers, epochs=epochs, reuse_buffers=reuse)
+        loader = make_loader(dataset, batch_size=batch, num_workers=workers, epochs=epochs, reuse_buffers=reuse,
+                             prefetch_factor=PREFETCH)
     it = iter(loader)
     n = 0
-    while n < max(warm, 1):
+    while n < warm:
         n += next(it)["blur"].shape[0]
     n, t0 = 0, time.perf_counter()
     while n < clips:
@@ -157,8 +161,8 @@ def run_cpu(args: argparse.Namespace, raw: Path, store: Path) -> list[dict]:
     configs = [
         ("store", "voxels", vox, False, 1),
         ("store", "raw", raw_ds, False, 1),
-        ("store reused", "voxels", vox, False, 1),
-        ("store reused", "raw", raw_ds, False, 1),
+        ("store fresh shm", "voxels", vox, False, 1),
+        ("store fresh shm", "raw", raw_ds, False, 1),
         ("store/zarr", "voxels", SpikeDeblurDataset(store, "train", spike_input="voxels", reader="zarr", **kw), False,
          0.5),
         ("store+cache", "voxels", SpikeDeblurDataset(store, "train", spike_input="voxels", cache_bytes=decoded, **kw),
@@ -170,9 +174,9 @@ def run_cpu(args: argparse.Namespace, raw: Path, store: Path) -> list[dict]:
         for w in args.workers:
             n = max(args.batch_size, int(args.clips * frac))
             warm = 2 * len(ds) if source == "store+cache" else 1  # the cache row measures a warm cache
-            if source == "store reused" and w == 0:
+            if source == "store fresh shm" and w == 0:
                 continue  # no workers, no hand-off: the "store" row
-            rate = clips_per_second(ds, w, n, args.batch_size, naive, warm, reuse=source == "store reused")
+            rate = clips_per_second(ds, w, n, args.batch_size, naive, warm, reuse=source != "store fresh shm")
             rows.append({"source": source, "spikes": spikes, "workers": w, "clips_s": rate,
                          "per_core": rate / max(1, w)})
             print(f"  {source:<13} {spikes:<7} workers={w}: {rate:7.1f} clips/s", flush=True)
@@ -280,7 +284,7 @@ def main() -> None:
     p.add_argument("--size", default="360x640", help="RGB HxW (spikes at half)")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--clips", type=int, default=240, help="clips timed per store row")
+    p.add_argument("--clips", type=int, default=480, help="clips timed per store row")
     p.add_argument("--naive-fraction", type=float, default=0.25, help="the naive rows time this share of --clips")
     p.add_argument("--no-cpu", action="store_true", help="skip the CPU table")
     p.add_argument("--gpu", action="store_true", help="also time data wait in VRT training on CUDA")

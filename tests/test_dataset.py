@@ -287,38 +287,81 @@ def test_worker_count_does_not_change_batches(store):
 @pytest.mark.parametrize("spike_input", ["voxels", "raw"])
 def test_worker_batches_are_their_shared_ring_buffers(store, monkeypatch, spike_input):
     """Inside a worker every tensor of a batch must already live in shared memory (sending it then copies
-    nothing) and, with a buffer ring, be the same buffer again ``slots`` batches later. A batch tensor
-    that collate_clips stacks into private memory instead is copied into fresh shared memory by the
-    DataLoader's sender, the cost the ring exists to avoid."""
+    nothing) and be a ring buffer, reused once its flag is cleared; while every slot is held, batches go
+    to fresh buffers. (A batch tensor that collate_clips stacked into private memory instead would be
+    copied into fresh shared memory by the sender.)"""
     from types import SimpleNamespace
 
     from svrt_data import dataset as D
 
     ds = SpikeDeblurDataset(store, "train", clip_len=2, stride=1, crop=(64, 64), spike_input=spike_input, seed=8)
     monkeypatch.setattr(D.torch.utils.data, "get_worker_info", lambda: SimpleNamespace(id=0, dataset=ds))
-    ds._buffer_ring = D._BufferRing(2)
     keys = [ClipKey(0, i) for i in range(2)]
-    batches = [collate_clips(ds.__getitems__(keys)) for _ in range(3)]
-    tensors = {k for k, v in batches[0].items() if isinstance(v, torch.Tensor)}
     ints = {"index", "epoch", "spike_len", "spike_first"}  # ints in items, batched by collate_clips
-    assert {"blur", "sharp", "frames", "crop", "augment"} <= tensors - ints
-    for k in tensors - ints:
-        assert batches[0][k].is_shared(), k
-        assert batches[0][k].data_ptr() == batches[2][k].data_ptr() != batches[1][k].data_ptr(), k
+
+    def batch():
+        b = collate_clips(ds.__getitems__(keys))
+        return b, {k: v.data_ptr() for k, v in b.items() if isinstance(v, torch.Tensor) and k not in ints}
+
+    ring = ds._buffer_ring = D._BufferRing(2, tracked=True)
+    (b0, p0), (b1, p1) = batch(), batch()
+    p0.pop(D.RELEASE_KEY), p1.pop(D.RELEASE_KEY)
+    assert {"blur", "sharp", "frames", "crop", "augment"} <= set(p0)
+    assert all(b0[k].is_shared() for k in p0) and all(p0[k] != p1[k] for k in p0)
+    assert ring.in_use.tolist() == [1, 1]
+    b2, p2 = batch()  # both slots held: fresh buffers, the held batches stay intact
+    assert D.RELEASE_KEY not in b2 and all(p2[k] not in (p0[k], p1[k]) for k in p0)
+    b0[D.RELEASE_KEY].zero_()  # what the main process does once it dropped b0
+    b3, p3 = batch()
+    assert p3.pop(D.RELEASE_KEY) == b0[D.RELEASE_KEY].data_ptr() and p3 == p0  # slot 0 again
     serial = collate_clips([ds[k] for k in keys])
-    _same(serial, batches[2])
+    for b in (b1, b2, b3):
+        b.pop(D.RELEASE_KEY, None)
+        _same(serial, b)
+
+    ds._buffer_ring = D._BufferRing(2, tracked=False)  # pinned loaders: round robin, no flag sent
+    u = [batch() for _ in range(3)]
+    assert u[0][1] == u[2][1] != u[1][1] and D.RELEASE_KEY not in u[0][0]
+
+
+def test_main_process_releases_a_buffer_when_its_batch_is_gone():
+    import gc
+
+    from svrt_data import dataset as D
+
+    flags = D._empty((2,), torch.int32, True).fill_(1)
+    shared = D._empty((3, 4), torch.float32, True).fill_(1)
+    batch = {"x": shared, "y": shared[1], "meta": torch.zeros(3), "name": ["a"], D.RELEASE_KEY: flags[1:2]}
+    del shared
+    out = D._release_when_dropped(batch)
+    assert out is batch and D.RELEASE_KEY not in out
+    kept = out["x"][2:].numpy()  # a numpy view keeps the storage alive
+    del out, batch
+    gc.collect()
+    assert flags.tolist() == [1, 1]
+    del kept
+    gc.collect()
+    assert flags.tolist() == [1, 0]
 
 
 def test_reused_worker_buffers_give_the_same_batches(store):
-    """Workers recycling prefetch_factor + 2 shared buffers: a loop that is done with each batch before
-    asking for the next one sees exactly the batches of fresh buffers, over several turns of the ring."""
+    """Workers recycling prefetch_factor + 2 shared buffers without pinning: a loop that keeps every
+    batch (no clones) still sees exactly the batches of a serial loader (workers fall back to fresh
+    buffers while all of theirs are held), and a loop that drops them sees them too."""
     ds = SpikeDeblurDataset(store, "train", clip_len=2, stride=1, crop=(64, 64), seed=8)
-    loader = make_loader(ds, batch_size=2, num_workers=2, pin_memory=False, prefetch_factor=2, reuse_buffers=True,
-                         epochs=4)
-    reused = [{k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in b.items()} for b in loader]
+    loader = make_loader(ds, batch_size=2, num_workers=2, pin_memory=False, prefetch_factor=2, epochs=4)
+    kept = list(loader)
+    assert all(b["blur"].is_shared() and "_svrt_release" not in b for b in kept)  # no copy on the way
     serial = list(make_loader(ds, batch_size=2, num_workers=0, pin_memory=False, epochs=4))
-    assert len(reused) == len(serial) > 2 * (2 + 2) * 2  # each worker turned its 4-slot ring at least twice
-    for a, b in zip(serial, reused, strict=True):
+    assert len(kept) == len(serial) > 2 * (2 + 2) * 2
+    for a, b in zip(serial, kept, strict=True):
+        _same(a, b)
+    for a, b in zip(serial, loader, strict=True):  # each batch dropped at once: the rings turn
+        _same(a, b)
+    fresh = list(make_loader(ds, batch_size=2, num_workers=2, pin_memory=False, prefetch_factor=2, epochs=1,
+                             reuse_buffers=False))
+    assert fresh and all(b["blur"].is_shared() for b in fresh)  # handed over as sent: nothing to copy
+    for a, b in zip(serial, fresh, strict=False):
         _same(a, b)
 
 
