@@ -28,10 +28,11 @@ def main() -> None:
               help="train: forward + L1 loss + backward; forward: inference.")
 @click.option("--precision", type=click.Choice(("fp32", "tf32", "bf16", "fp16")), default="bf16", show_default=True)
 @click.option("--attention", type=click.Choice(("fused", "plain")), default="fused", show_default=True)
-@click.option("--checkpoint", default="ffn+align", show_default=True,
-              help="Gradient checkpointing policy: none, official, all, or a '+'-joined subset of attn, ffn, align.")
-@click.option("--compile", "compile_parts", default="ffn", show_default=True,
-              help="Block parts run through torch.compile: none, ffn, attn, attn+ffn.")
+@click.option("--checkpoint", default="ffn+align1", show_default=True,
+              help="Gradient checkpointing policy: none, official, all, or a '+'-joined subset of attn, ffn, align, "
+                   "align-full (stages 1 and 7), align1 (stage 1).")
+@click.option("--compile", "compile_parts", default="attn+ffn", show_default=True,
+              help="Block parts run through torch.compile: none, ffn, attn, attn+ffn (first call: minutes).")
 @click.option("--graph/--no-graph", default=True, show_default=True,
               help="Replay the whole step as one CUDA graph (no per-op launch cost).")
 @click.option("--deform-backend", type=click.Choice(("auto", "reference", "cuda")), default="auto", show_default=True)
