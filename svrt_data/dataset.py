@@ -283,21 +283,23 @@ class SpikeDeblurDataset(Dataset):
 
 
 RELEASE_KEY = "_svrt_release"
-"""Batch key of a recycled buffer's in-use flag; :func:`make_loader`'s loader removes it (see _BufferRing)."""
+"""Batch key of a recycled buffer's in-use flag, removed in the main process (see _BufferRing)."""
 
 
 class _BufferRing:
     """Batch buffers in shared memory that one worker reuses, so handing a batch to the main process
     does not fault in fresh shared memory each time (~4-5 ms per 4.6 MB clip measured on our VMs).
 
-    Each slot has an in-use flag in a small shared array. ``take`` marks a free slot in use; with
-    ``tracked`` the batch carries a view of its flag (:data:`RELEASE_KEY`), and the main process
-    clears it once every shared tensor of the batch is gone (:func:`_release_when_dropped`), however
-    long the loop kept it. When no slot is free the batch goes to fresh shared memory instead, so a
-    buffer still in use is never rewritten. Untracked (with ``pin_memory``) a slot is free again once
-    ``len(slots) - 1`` later batches of the worker were taken: the pin-memory thread has copied it by
-    then (the DataLoader gives a worker a new task only while processing a later batch, keeping
-    ``prefetch_factor`` per worker outstanding; ``slots`` is ``prefetch_factor + 2``).
+    Each slot has an in-use flag in a small shared array, and ``take`` marks a free slot in use.
+    Tracked (without ``pin_memory``): the batch carries a view of its flag (:data:`RELEASE_KEY`) and
+    travels as a :class:`_RecycledBatch`, which, unpickled in the main process, clears the flag once
+    every shared tensor of the batch is gone (:func:`_release_when_dropped`), however long the loop
+    kept it, and also when the DataLoader itself discards the batch. When no slot is free the batch
+    goes to fresh shared memory, so a buffer still in use is never rewritten.
+    Untracked (with ``pin_memory``): round robin. A slot comes back after ``len(slots) - 1`` later
+    batches of the worker; the pin-memory thread has copied its batch by then (the DataLoader gives a
+    worker a new task only while processing a later batch, keeping ``prefetch_factor`` per worker
+    outstanding; ``slots`` is ``prefetch_factor + 2``).
     """
 
     def __init__(self, slots: int, tracked: bool) -> None:
@@ -320,6 +322,14 @@ class _BufferRing:
                 self.in_use[i] = 1
                 return self.slots[i], self.in_use[i : i + 1]
         return {}, None  # every slot is still held by the main process: fresh buffers for this batch
+
+
+class _RecycledBatch(dict):
+    """A batch in a worker's recycled buffers (with its in-use flag): unpickled in the main process it
+    becomes a plain dict whose buffers are released once nothing uses them."""
+
+    def __reduce__(self) -> tuple:
+        return _release_when_dropped, (dict(self),)
 
 
 def _release_when_dropped(batch: dict[str, Any]) -> dict[str, Any]:
@@ -391,7 +401,7 @@ def collate_clips(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in items[0]:
         values = [it[key] for it in items]
-        if key == RELEASE_KEY:  # one flag for the whole batch
+        if key == RELEASE_KEY:  # one flag for the whole batch: sent as a _RecycledBatch (below)
             out[key] = values[0]
             continue
         if isinstance(values[0], torch.Tensor):
@@ -401,7 +411,7 @@ def collate_clips(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             out[key] = torch.tensor(values, dtype=torch.int64)
         else:
             out[key] = list(values)
-    return out
+    return _RecycledBatch(out) if RELEASE_KEY in out else out
 
 
 def move_batch(batch: dict[str, Any], device: str | torch.device, *, non_blocking: bool = True) -> dict[str, Any]:
@@ -457,8 +467,8 @@ class ClipSampler(Sampler[ClipKey]):
 def worker_init(worker_id: int, *, buffer_slots: int = 0, track_buffers: bool = False) -> None:
     """One compute thread per DataLoader worker (the workers are the parallelism); with
     ``buffer_slots > 0`` the worker's dataset reuses that many shared-memory batch buffers, with
-    ``track_buffers`` only once the main process has dropped them (see :class:`_BufferRing`; the loader
-    must then pass each batch through :func:`_release_when_dropped`, as :func:`make_loader`'s does)."""
+    ``track_buffers`` only once the main process has dropped them (see :class:`_BufferRing`; batches
+    must then be collated by :func:`collate_clips`, which sends them as :class:`_RecycledBatch`)."""
     torch.set_num_threads(1)
     from numcodecs import blosc
 
@@ -494,14 +504,15 @@ def make_loader(
     instead of faulting in fresh shared memory for every batch (~4-5 ms per 4.6 MB clip on our CPU
     machine), and batches reach the loop without a copy. A buffer is reused only once the loop has
     dropped every tensor of its batch (or, with ``pin_memory``, once the pinned copy was made), so
-    keeping batches is safe: while all buffers are held, workers fall back to fresh shared memory."""
+    keeping batches is safe: while all buffers are held, workers fall back to fresh shared memory.
+    Batches the DataLoader itself discards (the prefetched rest of an abandoned epoch) release theirs too."""
     train = dataset.mode == "train"
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     reuse = True if reuse_buffers is None else bool(reuse_buffers)
     sampler = ClipSampler(dataset, shuffle=train if shuffle is None else shuffle, seed=dataset.seed,
                           num_replicas=num_replicas, rank=rank, epochs=epochs)
     workers = int(num_workers)
-    return _ClipLoader(
+    return DataLoader(
         dataset,
         batch_size=_positive_int("batch_size", batch_size),
         sampler=sampler,
@@ -515,15 +526,6 @@ def make_loader(
                                          track_buffers=not pin),
         multiprocessing_context=multiprocessing_context if workers > 0 else None,
     )
-
-
-class _ClipLoader(DataLoader):
-    """The DataLoader of :func:`make_loader`: batches from recycled worker buffers pass through
-    :func:`_release_when_dropped` before the loop sees them."""
-
-    def __iter__(self) -> Iterator[Any]:
-        batches = super().__iter__()
-        return (_release_when_dropped(b) for b in batches) if self.num_workers > 0 else batches
 
 
 class SequenceAssembler:

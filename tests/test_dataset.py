@@ -342,6 +342,10 @@ def test_main_process_releases_a_buffer_when_its_batch_is_gone():
     del kept
     gc.collect()
     assert flags.tolist() == [1, 0]
+    # a worker sends such a batch as a _RecycledBatch: unpickling it (in the main process) registers this
+    sent = D._RecycledBatch({"x": torch.ones(2), D.RELEASE_KEY: torch.ones(1, dtype=torch.int32)})
+    got = pickle.loads(pickle.dumps(sent))
+    assert type(got) is dict and set(got) == {"x"}
 
 
 def test_reused_worker_buffers_give_the_same_batches(store):
