@@ -39,6 +39,8 @@ class FlowGuidedDeformAlign(nn.Module):
         self.max_residue_magnitude = float(max_residue_magnitude)
         self.weight = nn.Parameter(torch.empty(channels, channels, _KERNEL, _KERNEL))
         self.bias = nn.Parameter(torch.zeros(channels))
+        # In-place activations: the convolutions do not keep their outputs for backward, so each hidden
+        # layer keeps one tensor instead of two (the same numbers).
         self.conv_offset = nn.Sequential(
             nn.Conv2d(2 * channels + 2, channels, 3, 1, 1),
             nn.LeakyReLU(negative_slope=0.1, inplace=True),
@@ -48,8 +50,6 @@ class FlowGuidedDeformAlign(nn.Module):
             nn.LeakyReLU(negative_slope=0.1, inplace=True),
             nn.Conv2d(channels, 3 * _TAPS * deformable_groups, 3, 1, 1),
         )
-        # In-place activations: the convolutions do not keep their outputs for backward, so each hidden
-        # layer keeps one tensor instead of two (the same numbers).
         bound = 1.0 / math.sqrt(channels * _TAPS)
         nn.init.uniform_(self.weight, -bound, bound)
         # Start as plain flow warping: zero residual offsets, mask 0.5 everywhere.
