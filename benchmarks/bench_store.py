@@ -1,12 +1,13 @@
-"""End-to-end `svrt-data voxelize` throughput, serial vs a 2-worker local Dask cluster, and clip reads.
+"""End-to-end `svrt-data voxelize` throughput, serial vs local Dask clusters, and clip reads.
 
 Builds (once, cached under --work) a synthetic raw dataset, then voxelizes it into a fresh store with
-the in-process scheduler and with `--scheduler local --workers 2`, checks both stores are identical,
+the in-process scheduler and with `--scheduler local --workers N` for each N of `--workers` (default 2),
+checks every store is identical to the serial one,
 and reports frames/s and MB/s (raw spike+image bytes read; store bytes written). Then times random
 clip reads from the store through zarr: T=5 frames of blur+sharp+voxels, full frames and 256-px crops.
 
 Usage: python benchmarks/bench_store.py [--work bench_out/store] [--sequences 4] [--frames 16]
-       [--size 256x512] [--bins 32] [--backend numba]
+       [--size 256x512] [--bins 32] [--backend numba] [--workers 2 4 8]
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def main() -> None:
     ap.add_argument("--bins", type=int, default=32)
     ap.add_argument("--backend", default="numba")
     ap.add_argument("--reads", type=int, default=30)
+    ap.add_argument("--workers", type=int, nargs="+", default=[2], help="local Dask cluster sizes to time")
     args = ap.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
     args.work.mkdir(parents=True, exist_ok=True)
@@ -77,18 +79,20 @@ def main() -> None:
     # Warm-up: compile/cache the numba kernels outside the timed runs.
     voxelize_dataset(raw, raw / "align.csv", args.work / "warmup.zarr", bins=args.bins, backend=args.backend,
                      overwrite=True, progress=False)
-    for label, scheduler in (("serial (in-process)", "none"), ("local Dask, 2 workers", "local")):
-        out = args.work / f"{scheduler}.zarr"
+    runs = [("serial (in-process)", "none", 1)] + [(f"local Dask, {n} workers", "local", n) for n in args.workers]
+    for label, scheduler, workers in runs:
+        out = args.work / f"{scheduler}{workers}.zarr"
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
         report = voxelize_dataset(raw, raw / "align.csv", out, bins=args.bins, backend=args.backend,
-                                  scheduler=scheduler, workers=2, progress=False)
+                                  scheduler=scheduler, workers=workers, progress=False)
         wall = time.perf_counter() - t0
         run = report.seconds  # after the cluster is up
-        stores[scheduler] = out
+        stores[label] = out
         rows.append((label, report.frames, report.spike_frames, wall, report.startup_seconds, run,
                      report.frames / run, report.bytes_in / run / 1e6, report.bytes_out / run / 1e6))
-    assert_same_store(stores["none"], stores["local"])
+    for label, _, _ in runs[1:]:
+        assert_same_store(stores[runs[0][0]], stores[label])
     print(f"\nvoxelize {raw.name}: K={args.bins}, backend {args.backend}, {os.cpu_count()} cores "
           "(stores identical: yes)")
     print("(frames/s and MB/s over the writing time, after the cluster is up; wall includes validation "
@@ -101,7 +105,7 @@ def main() -> None:
     print(f"\nclip reads through zarr ({args.reads} random T=5 clips: blur + sharp + voxels)")
     print(f"{'read':<24} {'median ms':>10} {'p95 ms':>8}")
     for label, crop in (("full frames", None), ("256 px crop", 256)):
-        ms = clip_reads(stores["none"], args.reads, crop)
+        ms = clip_reads(stores[runs[0][0]], args.reads, crop)
         print(f"{label:<24} {statistics.median(ms):>10.1f} {np.percentile(ms, 95):>8.1f}")
 
 
