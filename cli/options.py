@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from svrt_data.errors import SvrtError
 from svrt_data.geometry import Geometry, parse_geometry
+from svrt_errors import SvrtError
 
 
 def library_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from kernels.deform_conv_ref import conv_out_size, deform_conv2d_reference
-from svrt_data.errors import SvrtValueError
+from svrt_errors import SvrtValueError
 
 __all__ = ["BACKENDS", "check_deform_conv_args", "compute_dtype", "deform_conv2d"]
 

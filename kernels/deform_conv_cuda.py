@@ -33,7 +33,7 @@ import torch
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from kernels.deform_conv import check_deform_conv_args, compute_dtype
-from svrt_data.errors import BackendUnavailableError, SvrtValueError
+from svrt_errors import BackendUnavailableError, SvrtValueError
 
 __all__ = ["MAX_COLUMN_ELEMENTS", "cupy_available", "deform_conv2d_cuda"]
 

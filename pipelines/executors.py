@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from svrt_data.errors import BackendUnavailableError
+from svrt_errors import BackendUnavailableError
 
 __all__ = ["run_tasks", "WORKER_MALLOC_TRIM"]
 

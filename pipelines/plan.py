@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from svrt_data.errors import SvrtValueError
 from svrt_data.store import layout as L
+from svrt_errors import SvrtValueError
 
 __all__ = ["SequenceShape", "ArrayWrite", "SequenceTask", "VoxelizePlan", "plan_voxelize"]
 

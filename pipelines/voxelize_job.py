@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 from pipelines.executors import run_tasks
 from pipelines.plan import SequenceShape, VoxelizePlan, plan_voxelize
 from svrt_data.align import read_align_log
-from svrt_data.errors import StoreError
 from svrt_data.store.sources import SequenceSource, plan_sequence_sources
 from svrt_data.store.writer import SequenceSummary, VoxelSettings, create_store, sequence_state, write_sequence
+from svrt_errors import StoreError
 
 __all__ = ["VoxelizeReport", "voxelize_dataset", "write_task"]
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from svrt_data.errors import (
+from svrt_data.geometry import GEOMETRIES, Geometry, get_geometry, parse_geometry
+from svrt_data.spike_io import DatWriter, SpikeStream, read_dat, write_dat, write_dat_packed
+from svrt_data.voxelize import bin_frame_ranges, voxelize
+from svrt_errors import (
     AlignLogError,
     BackendUnavailableError,
     GeometryError,
@@ -15,9 +18,6 @@ from svrt_data.errors import (
     SvrtValueError,
     WindowError,
 )
-from svrt_data.geometry import GEOMETRIES, Geometry, get_geometry, parse_geometry
-from svrt_data.spike_io import DatWriter, SpikeStream, read_dat, write_dat, write_dat_packed
-from svrt_data.voxelize import bin_frame_ranges, voxelize
 
 __version__ = "0.1.0"
 

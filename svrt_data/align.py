@@ -35,9 +35,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svrt_data.errors import AlignLogError, SpikeFormatError
 from svrt_data.geometry import Geometry
 from svrt_data.spike_io import SpikeStream
+from svrt_errors import AlignLogError, SpikeFormatError
 
 __all__ = [
     "FORMAT_VERSION",

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from svrt_data.errors import SvrtValueError
+from svrt_errors import SvrtValueError
 
 __all__ = ["AxisScale", "Dihedral", "IDENTITY", "shift_packed", "flip_packed_x", "transpose_packed"]
 

@@ -33,7 +33,7 @@ from typing import Literal
 import numpy as np
 
 from svrt_data.clip_geometry import IDENTITY, AxisScale, Dihedral
-from svrt_data.errors import SvrtValueError
+from svrt_errors import SvrtValueError
 
 __all__ = ["AUGMENTS", "ClipSpec", "ClipPlan", "SequenceShape"]
 

@@ -22,8 +22,8 @@ import numpy as np
 
 from svrt_data.clip_geometry import shift_packed
 from svrt_data.clip_plan import ClipSpec, SequenceShape
-from svrt_data.errors import IncompleteSequenceError, StoreError, StoreLayoutError, SvrtValueError
 from svrt_data.store.fast_reader import ArrayMeta, ChunkCache, ShardedArrayReader, ZarrArrayReader, parse_array_meta
+from svrt_errors import IncompleteSequenceError, StoreError, StoreLayoutError, SvrtValueError
 
 __all__ = ["SequenceInfo", "ClipReader", "scan_store", "READERS", "SPIKE_INPUTS"]
 

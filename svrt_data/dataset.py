@@ -66,7 +66,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from svrt_data.clip_plan import AUGMENTS, ClipPlan, ClipSpec
 from svrt_data.clip_reader import ClipReader, SequenceInfo, scan_store
-from svrt_data.errors import SvrtValueError
+from svrt_errors import SvrtValueError
 
 __all__ = [
     "ClipKey",

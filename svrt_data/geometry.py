@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from svrt_data.errors import GeometryError
+from svrt_errors import GeometryError
 
 __all__ = ["Geometry", "GEOMETRIES", "get_geometry", "parse_geometry", "geometries_fitting"]
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from svrt_data.errors import SpikeFormatError
 from svrt_data.geometry import Geometry
 from svrt_data.spike_io import DatWriter, PackedStream
+from svrt_errors import SpikeFormatError
 
 __all__ = ["H5SpikeStream", "export_h5", "import_h5", "read_h5"]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from svrt_data.align import CentredExposure, PerFrameFiles, Rule
-from svrt_data.errors import ManifestError
 from svrt_data.geometry import Geometry
+from svrt_errors import ManifestError
 
 __all__ = ["MANIFEST_VERSION", "Manifest", "list_manifests", "load_manifest"]
 

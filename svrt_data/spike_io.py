@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from svrt_data.errors import SpikeFormatError
 from svrt_data.geometry import DEFAULT_RATE_HZ, Geometry, geometries_fitting
+from svrt_errors import SpikeFormatError
 
 __all__ = ["PackedStream", "SpikeStream", "read_dat", "write_dat", "write_dat_packed", "DatWriter", "pack_frames",
            "unpack_frames"]

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from svrt_data.errors import SvrtValueError
 from svrt_data.transforms import VoxelStats, log1p, to_float
+from svrt_errors import SvrtValueError
 
 __all__ = ["SpikeTransform"]
 

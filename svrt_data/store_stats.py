@@ -16,10 +16,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from svrt_data.clip_reader import scan_store
-from svrt_data.errors import SvrtValueError
 from svrt_data.store.fast_reader import ShardedArrayReader
 from svrt_data.transforms import VoxelStats
 from svrt_data.transforms import log1p as log1p_fn
+from svrt_errors import SvrtValueError
 
 __all__ = ["store_voxel_stats"]
 

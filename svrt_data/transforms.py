@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from svrt_data.errors import SvrtValueError
+from svrt_errors import SvrtValueError
 
 __all__ = ["to_float", "log1p", "normalize", "Compose", "compose", "voxel_transform", "VoxelStats"]
 

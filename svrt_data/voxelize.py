@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from svrt_data.errors import BackendUnavailableError, SpikeFormatError, SvrtValueError, WindowError
 from svrt_data.spike_io import SpikeStream
+from svrt_errors import BackendUnavailableError, SpikeFormatError, SvrtValueError, WindowError
 
 __all__ = ["MAX_COUNT", "MODES", "BACKENDS", "voxelize", "bin_frame_ranges", "linear_bin_weights"]
 

@@ -1,8 +1,8 @@
-"""Errors raised by ``svrt_model``, under the project's hierarchy (:mod:`svrt_data.errors`)."""
+"""Errors raised by ``svrt_model``, under the project's hierarchy (:mod:`svrt_errors`)."""
 
 from __future__ import annotations
 
-from svrt_data.errors import SvrtValueError
+from svrt_errors import SvrtValueError
 
 __all__ = ["CheckpointError", "ModelConfigError", "ModelInputError", "UntrainedSpyNetWarning"]
 

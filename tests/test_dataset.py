@@ -30,10 +30,10 @@ from svrt_data.dataset import (  # noqa: E402
     make_loader,
     move_batch,
 )
-from svrt_data.errors import IncompleteSequenceError, StoreError, StoreLayoutError, SvrtValueError  # noqa: E402
 from svrt_data.geometry import Geometry  # noqa: E402
 from svrt_data.spike_io import write_dat  # noqa: E402
 from svrt_data.voxelize import voxelize  # noqa: E402
+from svrt_errors import IncompleteSequenceError, StoreError, StoreLayoutError, SvrtValueError  # noqa: E402
 
 BINS = 24
 

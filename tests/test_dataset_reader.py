@@ -10,7 +10,6 @@ import pickle
 import numpy as np
 import pytest
 
-from svrt_data.errors import StoreError, StoreLayoutError
 from svrt_data.store.fast_reader import (
     ChunkCache,
     ShardedArrayReader,
@@ -18,6 +17,7 @@ from svrt_data.store.fast_reader import (
     _zstd_content_size,
     parse_array_meta,
 )
+from svrt_errors import StoreError, StoreLayoutError
 
 zarr = pytest.importorskip("zarr")
 from zarr.codecs import BloscCodec, ZstdCodec  # noqa: E402

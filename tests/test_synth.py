@@ -13,7 +13,6 @@ from PIL import Image
 
 from svrt_data import read_dat
 from svrt_data.align import read_align_log, validate_align_log
-from svrt_data.errors import BackendUnavailableError, SvrtValueError
 from svrt_data.synth import (
     SUBFRAMES,
     CameraTrajectory,
@@ -32,6 +31,7 @@ from svrt_data.synth import (
     view_for,
 )
 from svrt_data.synth import builder as builder_mod
+from svrt_errors import BackendUnavailableError, SvrtValueError
 
 TINY = dict(sequences=2, test_sequences=1, frames=3, size=(16, 32), source_frames=2, progress=False)
 

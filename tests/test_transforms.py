@@ -7,8 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from svrt_data.errors import SvrtValueError
 from svrt_data.transforms import VoxelStats, compose, log1p, normalize, to_float, voxel_transform
+from svrt_errors import SvrtValueError
 
 KINDS = [
     pytest.param("numpy", id="numpy"),

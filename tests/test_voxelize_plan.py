@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from svrt_data.errors import BackendUnavailableError, SpikeFormatError, SvrtValueError, WindowError
 from svrt_data.voxelize import bin_frame_ranges, linear_bin_weights, voxelize
+from svrt_errors import BackendUnavailableError, SpikeFormatError, SvrtValueError, WindowError
 
 PACKED = np.zeros((100, 2, 3), np.uint8)
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from svrt_data.errors import StoreError, StoreLayoutError
+from svrt_errors import StoreError, StoreLayoutError
 
 __all__ = ["ArrayMeta", "ChunkCache", "ShardedArrayReader", "ZarrArrayReader", "parse_array_meta", "Selection"]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from svrt_data.errors import StoreError
 from svrt_data.store import layout as L
 from svrt_data.store.reader import SvrtStore
+from svrt_errors import StoreError
 
 __all__ = ["export_store_h5", "import_store_h5"]
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from svrt_data.errors import StoreLayoutError
+from svrt_errors import StoreLayoutError
 
 __all__ = [
     "LAYOUT_VERSION",

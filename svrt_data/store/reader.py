@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from svrt_data.errors import IncompleteSequenceError, StoreError, StoreLayoutError
 from svrt_data.store import layout as L
+from svrt_errors import IncompleteSequenceError, StoreError, StoreLayoutError
 
 __all__ = ["SvrtStore", "StoredSequence", "open_store"]
 

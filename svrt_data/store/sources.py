@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image
 
 from svrt_data.align import AlignLog, validate_align_log
-from svrt_data.errors import StoreError, SvrtValueError
 from svrt_data.geometry import Geometry
 from svrt_data.spike_io import PackedStream, SpikeStream
+from svrt_errors import StoreError, SvrtValueError
 
 __all__ = ["SpikeRange", "SequenceSource", "ConcatSpikes", "plan_sequence_sources", "IMAGE_SUFFIXES"]
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from svrt_data.errors import SvrtError
 from svrt_data.store import layout as L
 from svrt_data.store.reader import StoredSequence, SvrtStore
+from svrt_errors import SvrtError
 
 __all__ = ["VerifyReport", "verify_store", "array_checksum"]
 

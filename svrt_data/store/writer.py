@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from svrt_data.errors import StoreError, StoreLayoutError
 from svrt_data.store import layout as L
 from svrt_data.store.sources import SequenceSource
+from svrt_errors import StoreError, StoreLayoutError
 
 __all__ = ["VoxelSettings", "SequenceSummary", "create_store", "write_sequence", "sequence_state", "tool_version"]
 

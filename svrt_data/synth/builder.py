@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from svrt_data.errors import SvrtValueError
 from svrt_data.geometry import DEFAULT_RATE_HZ, Geometry
 from svrt_data.spike_io import write_dat
 from svrt_data.synth.camera import true_flow, view_for
@@ -38,6 +37,7 @@ from svrt_data.synth.photos import Photo, load_photos, make_canvases, photo_sour
 from svrt_data.synth.simulator import IntegrateAndFire
 from svrt_data.synth.trajectory import random_trajectory
 from svrt_data.synth.warp import render_exposure, render_frames
+from svrt_errors import SvrtValueError
 
 __all__ = ["SUBFRAMES", "SynthConfig", "SynthResult", "sequence_name", "synthesize"]
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from svrt_data.errors import SvrtValueError
 from svrt_data.synth.trajectory import CameraTrajectory, Pose
+from svrt_errors import SvrtValueError
 
 __all__ = ["View", "pixel_centres", "true_flow", "view_for"]
 

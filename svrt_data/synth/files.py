@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from svrt_data.errors import SvrtValueError
+from svrt_errors import SvrtValueError
 
 __all__ = ["MANIFEST", "STAGING", "OWNED", "prepare_output", "write_bytes", "write_json", "write_npy", "write_png"]
 

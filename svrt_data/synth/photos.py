@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from svrt_data.errors import BackendUnavailableError, SvrtValueError
 from svrt_data.synth.camera import View
+from svrt_errors import BackendUnavailableError, SvrtValueError
 
 __all__ = ["BUNDLED_PHOTOS", "IMAGE_SUFFIXES", "LUMA", "Canvases", "Photo", "load_photos", "luminance",
            "make_canvases", "photo_source"]

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from svrt_data.errors import SvrtValueError
+from svrt_errors import SvrtValueError
 
 __all__ = ["IntegrateAndFire", "integrate_and_fire"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from svrt_data.errors import SvrtValueError
+from svrt_errors import SvrtValueError
 
 __all__ = ["COMPONENTS", "CameraTrajectory", "Pose", "random_trajectory", "static_trajectory"]
 

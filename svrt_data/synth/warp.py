@@ -18,9 +18,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from svrt_data.errors import SvrtValueError
 from svrt_data.synth.camera import View, pixel_centres
 from svrt_data.synth.trajectory import CameraTrajectory
+from svrt_errors import SvrtValueError
 
 __all__ = ["BORDERS", "bilinear_sample", "render_exposure", "render_frames"]
 

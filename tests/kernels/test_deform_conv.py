@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from kernels import deform_conv_cuda
 from kernels.deform_conv import deform_conv2d
 from kernels.deform_conv_ref import conv_out_size, deform_conv2d_reference
-from svrt_data.errors import BackendUnavailableError, SvrtValueError
+from svrt_errors import BackendUnavailableError, SvrtValueError
 
 needs_cuda = pytest.mark.needs_cuda
 
