@@ -7,8 +7,8 @@
    bundled photographs, ``test`` from the other two (so no test scene was seen in training), each voxelized
    into its own store (K=32 count voxels).
 2. Per variant: ``svrt_model.train.train`` (the ``tiny`` preset's recipe with the size and step overrides
-   below, identical for all three), then the last checkpoint restores every test sequence untiled
-   (``svrt_model.restore.evaluate_split``).
+   below, identical for all three), then the last checkpoint restores every test sequence in clips of the
+   training length over whole frames (``svrt_model.restore.evaluate_split``, the validation tiling).
 3. One table, printed and written to ``OUT/train_quality.md`` (and ``OUT/train_quality.json``): PSNR/SSIM of
    the blurry input and the output on the test split, the gain over the input and over ``rgb_only``,
    training throughput (clips/s, median over the logged intervals) and the share of the step spent
@@ -121,17 +121,20 @@ def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
 def run_variant(args: argparse.Namespace, fusion: str, train_store: Path, test_store: Path) -> dict:
     from svrt_model.restore import evaluate_split
     from svrt_model.train import build_transform, load_model, load_run_config, train
+    from svrt_model.train.loop import validation_tile
 
-    run_dir = args.out / "runs" / fusion
+    run_dir = args.out / "runs" / fusion  # a fresh --out per invocation: an existing run is refused
     cfg = load_run_config("tiny", overrides(args, fusion))
     start = time.perf_counter()
-    result = train(cfg, store=train_store, run_dir=run_dir, resume=True)
+    result = train(cfg, store=train_store, run_dir=run_dir)
     wall = time.perf_counter() - start
     lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train_lines = [r for r in lines if r["kind"] == "train"][1:] or [r for r in lines if r["kind"] == "train"]
-    model, run_cfg = load_model(result.last, map_location="cuda" if cfg.train.device != "cpu" and
-                                _cuda() else "cpu")
-    report = evaluate_split(model, test_store, "test", tile=None, transform=build_transform(run_cfg))
+    device = "cuda" if args.device != "cpu" and _cuda() else "cpu"
+    model, run_cfg = load_model(result.last, map_location=device)
+    precision = args.precision if device == "cuda" else "fp32"
+    report = evaluate_split(model, test_store, "test", tile=validation_tile(run_cfg),
+                            transform=build_transform(run_cfg), device=device, precision=precision)
     overall = report.to_json()["overall"]
     row = {"fusion": fusion, **{k: float(v) for k, v in overall.items()},
            "clips_per_s": statistics.median(r["clips_per_s"] for r in train_lines),

@@ -55,6 +55,7 @@ RESUME_FREE_KEYS = (
     "train.threads",
     "train.deterministic",
     "train.grad_checkpoint",
+    "train.spike_checkpoint",
     "train.compile",
     "train.attention",
     "data.num_workers",

@@ -53,7 +53,7 @@ from svrt_model.train.logger import RunLogger
 from svrt_model.train.optim import ModelEMA, NonFiniteGuard, build_optimizer, build_scheduler, set_frozen
 from svrt_model.train.task import DeblurTask
 
-__all__ = ["TrainResult", "build_model", "train"]
+__all__ = ["TrainResult", "build_model", "train", "validation_tile"]
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -79,12 +79,21 @@ def build_model(cfg: RunConfig, device: torch.device) -> VRTSpike:
         torch.nn.init.zeros_(model.vrt.conv_last.weight)
         torch.nn.init.zeros_(model.vrt.conv_last.bias)
     model.set_grad_checkpointing(cfg.train.grad_checkpoint)
+    model.set_spike_checkpointing(cfg.train.spike_checkpoint)
     model.set_attention(cfg.train.attention)
     if cfg.train.compile != "none":
         model.compile_blocks(cfg.train.compile)
     if cfg.train.precision == "fp64":
         model = model.double()
     return model.to(device)
+
+
+def validation_tile(cfg: RunConfig) -> Tile | None:
+    """The tiling of ``log.val_tile``; ``clip``: clips of ``data.clip_len`` frames overlapping by one, whole frames."""
+    if cfg.log.val_tile == "clip":
+        t = cfg.data.clip_len
+        return Tile(frames=t, height=0, width=0, frame_overlap=min(1, t - 1), overlap=0)
+    return Tile.parse(cfg.log.val_tile)
 
 
 class _Run:
@@ -236,7 +245,7 @@ class _Run:
             model.eval()
             precision = self.cfg.train.precision if self.cfg.train.precision in ("bf16", "fp16") else "fp32"
             with torch.no_grad():
-                rep = evaluate_split(model, self.store, self.cfg.log.val_split, tile=Tile.parse(self.cfg.log.val_tile),
+                rep = evaluate_split(model, self.store, self.cfg.log.val_split, tile=validation_tile(self.cfg),
                                      transform=self.task.transform, device=self.device, precision=precision,
                                      progress=False)
             self.model.train(was_training)
