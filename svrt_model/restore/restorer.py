@@ -14,6 +14,7 @@ A model here is any callable ``model(rgb, spikes) -> (B, T, 3, H, W)`` with ``rg
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ from svrt_model.vrt import VRT
 __all__ = [
     "RestoreModel",
     "RestoredSequence",
+    "clip_length",
+    "counted",
+    "evaluating",
     "input_rules",
     "model_device",
     "restore_clip",
@@ -77,6 +81,33 @@ def model_device(model: Any, device: torch.device | str | None = None) -> torch.
         return torch.device(device)
     params = next(model.parameters(), None) if isinstance(model, nn.Module) else None
     return params.device if params is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def evaluating(model: Any, device: torch.device | str | None) -> Iterator[torch.device]:
+    """Move an ``nn.Module`` model to ``device`` (default: where it is) in eval mode; training mode comes back
+    afterwards (validation inside a training loop). Yields the device."""
+    dev = model_device(model, device)
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model.to(dev).eval()
+    try:
+        yield dev
+    finally:
+        if was_training:
+            model.train()
+
+
+def clip_length(tile: Tile | None, n_frames: int) -> int:
+    """Frames per temporal clip of a sequence of ``n_frames`` (all of them when untiled in time)."""
+    return min(tile.frames, n_frames) if tile is not None and tile.frames else n_frames
+
+
+def counted(items: Iterable[Any], bar: tqdm) -> Iterator[Any]:
+    """``items``, advancing ``bar`` by one after each."""
+    for item in items:
+        yield item
+        bar.update(1)
 
 
 def _pad_frames(x: torch.Tensor | None, length: int) -> torch.Tensor | None:
@@ -251,26 +282,21 @@ def restore_split(
             raise StoreError(f"{st.path}: split {split!r} has no sequence(s) {unknown}; it has {names}")
         names = [q for q in names if q in sequences]
     rules = rules or input_rules(model)
-    dev = model_device(model, device)
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.to(dev).eval()
-    transform = transform.to(dev)
     datasets = []
     for name in names:
-        n = st.sequence(split, name).n_frames
-        clip_len = min(tile.frames, n) if tile is not None and tile.frames else n
-        stride = max(clip_len - tile.frame_overlap, 1) if tile is not None and tile.frames else clip_len
-        datasets.append(SpikeDeblurDataset(store, split, clip_len=clip_len, stride=stride, mode="eval",
+        clip_len = clip_length(tile, st.sequence(split, name).n_frames)
+        stride = clip_len - tile.frame_overlap if tile is not None and tile.frames else clip_len
+        datasets.append(SpikeDeblurDataset(store, split, clip_len=clip_len, stride=max(stride, 1), mode="eval",
                                            spike_input=transform.spike_input, sequences=[name], sharp=sharp))
     bar = tqdm(total=sum(len(d) for d in datasets), unit="clip", disable=not progress, desc=f"restore {split}")
-    try:
+    with evaluating(model, device) as dev, bar:
+        transform = transform.to(dev)
         for name, ds in zip(names, datasets, strict=True):
             bar.set_postfix_str(name)
             assembler = SequenceAssembler(ds)
             loader = make_loader(ds, batch_size=1, num_workers=num_workers, shuffle=False)
             with torch.inference_mode():
-                inputs = restore_sequences(model, _counted(loader, bar), assembler, tile=tile, rules=rules,
+                inputs = restore_sequences(model, counted(loader, bar), assembler, tile=tile, rules=rules,
                                            transform=transform, device=dev, precision=precision,
                                            batch_size=batch_size)
             key = ds.sequences[0]
@@ -278,13 +304,3 @@ def restore_split(
             yield RestoredSequence(name=name, key=key, output=to_uint8(assembler.result(key)), blur=frames["blur"],
                                    sharp=frames.get("sharp"),
                                    frame_names=_frame_names(st.sequence(split, name).attrs, assembler.n_frames[key]))
-    finally:
-        bar.close()
-        if was_training:
-            model.train()
-
-
-def _counted(items: Iterable[Any], bar: tqdm) -> Iterator[Any]:
-    for item in items:
-        yield item
-        bar.update(1)
