@@ -38,21 +38,33 @@ def main() -> None:
 @click.option("--deform-backend", type=click.Choice(("auto", "reference", "cuda")), default="auto", show_default=True)
 @click.option("--iters", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--stages", is_flag=True,
+              help="Break the step down per part (stages 1-8, spike encoder, temporal attention and fusion per "
+                   "scale): a table of forward/backward time and memory per part, on --device (no CUDA graph).")
+@click.option("--device", default="cuda", show_default=True, help="cuda, cuda:N, or cpu (cpu: --stages only).")
 @library_errors
 def profile(preset: str, frames: int | None, size_text: str | None, batch: int, mode: str, precision: str,
             attention: str, checkpoint: str, compile_parts: str, graph: bool, deform_backend: str, iters: int,
-            warmup: int) -> None:
-    """Time one VRT forward or training step on the GPU and report its peak memory."""
+            warmup: int, stages: bool, device: str) -> None:
+    """Time one VRT forward or training step on the GPU and report its peak memory (--stages: per part)."""
     from svrt_model import config as presets
-    from svrt_model.profiling import profile_vrt
+    from svrt_model.profiling import profile_model_stages, profile_vrt
 
     cfg = {"gopro": presets.gopro_deblurring, "dvd": presets.dvd_deblurring, "svrt": presets.svrt_baseline,
            "tiny": presets.tiny}[preset]()
     t = frames or cfg.img_size[0]
     h, w = parse_size(size_text) if size_text else cfg.img_size[1:]
+    if stages:
+        res = profile_model_stages(
+            cfg, shape=(batch, t, 3, h, w), mode=mode, precision=precision, attention=attention,
+            checkpoint=checkpoint, compile=compile_parts, deform_backend=deform_backend, iters=iters, warmup=warmup,
+            device=device,
+        )
+        click.echo(res.table())
+        return
     res = profile_vrt(
         cfg, shape=(batch, t, 3, h, w), mode=mode, precision=precision, attention=attention, checkpoint=checkpoint,
-        compile=compile_parts, graph=graph, deform_backend=deform_backend, iters=iters, warmup=warmup,
+        compile=compile_parts, graph=graph, deform_backend=deform_backend, iters=iters, warmup=warmup, device=device,
     )
     click.echo(
         f"{preset} {mode} {batch}x{t}x3x{h}x{w} {precision} attention={attention} checkpoint={checkpoint} "

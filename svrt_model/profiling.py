@@ -1,5 +1,6 @@
 """Time and memory of VRT forward passes and training steps on a GPU: one library function shared by
-``benchmarks/bench_vrt.py`` and ``svrt-model profile``.
+``benchmarks/bench_vrt.py`` and ``svrt-model profile``; :func:`profile_model_stages` breaks a step down
+per part (:mod:`svrt_model.stage_profile`), on the GPU or the CPU.
 
 A training step is forward + an L1 loss + backward (no optimizer), in train mode; a forward is an
 inference pass under ``torch.inference_mode`` in eval mode. Times come from CUDA events around each
@@ -20,9 +21,10 @@ import torch
 from svrt_model.config import VRTConfig
 from svrt_model.errors import ModelConfigError, UntrainedSpyNetWarning
 from svrt_model.precision import PRECISIONS, precision_context
+from svrt_model.stage_profile import StageProfile, profile_stages
 from svrt_model.vrt import VRT
 
-__all__ = ["MODES", "PRECISIONS", "ProfileResult", "profile_vrt"]
+__all__ = ["MODES", "PRECISIONS", "ProfileResult", "profile_model_stages", "profile_vrt"]
 
 MODES = ("train", "forward")
 
@@ -168,3 +170,45 @@ def profile_vrt(
         compile=compile, graph=graph, deform_backend=deform_backend, median_ms=statistics.median(times),
         min_ms=min(times), max_ms=max(times), peak_gib=peak, iters=iters, first_call_s=first,
     )
+
+
+def profile_model_stages(
+    config: VRTConfig,
+    *,
+    shape: tuple[int, int, int, int, int],
+    mode: str = "train",
+    precision: str = "fp32",
+    attention: str = "fused",
+    checkpoint: str = "none",
+    compile: str = "none",
+    deform_backend: str = "auto",
+    iters: int = 3,
+    warmup: int = 1,
+    device: str = "cuda",
+    seed: int = 0,
+) -> StageProfile:
+    """Per-part time (and on CUDA, memory) of one configuration (:func:`svrt_model.stage_profile.profile_stages`).
+
+    Args: as :func:`profile_vrt` (no CUDA graph: the parts are timed by hooks between modules), plus
+        ``device`` ``"cpu"`` or a CUDA device.
+    """
+    if mode not in MODES:
+        raise ModelConfigError(f"profile_model_stages: unknown mode {mode!r}; expected one of {MODES}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelConfigError(f"profile_model_stages: device {device!r} asked for, but CUDA is not available; "
+                               "use --device cpu")
+    torch.manual_seed(seed)
+    model = VRT(config).to(dev)
+    model.set_attention(attention)
+    model.set_grad_checkpointing(checkpoint)
+    model.compile_blocks(compile)
+    model.set_deform_conv_backend(deform_backend)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(seed)).to(dev)
+    b, t, _, h, w = shape
+    what = (f"VRT {mode} {b}x{t}x3x{h}x{w} {precision}, attention={attention}, checkpoint={checkpoint}, "
+            f"compile={compile}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        return profile_stages(model, [x], mode=mode, precision=precision, iters=iters, warmup=warmup,
+                              description=what)
