@@ -327,7 +327,8 @@ def profile_stages(
             kept.append(sum(c.kept for c in calls[s.name]) / mib)
             bpeaks.append(max(c.bwd_peak for c in calls[s.name]) / mib)
         rows.append(StageRow(
-            name=s.name, calls=len(per_iter[0][0][s.name]), forward_ms=statistics.median(fwd), backward_ms=statistics.median(bwd) if train else None,
+            name=s.name, calls=len(per_iter[0][0][s.name]), forward_ms=statistics.median(fwd),
+            backward_ms=statistics.median(bwd) if train else None,
             fwd_peak_mib=statistics.median(peaks) if clock.cuda else None,
             kept_mib=statistics.median(kept) if clock.cuda else None,
             bwd_peak_mib=statistics.median(bpeaks) if clock.cuda and train else None,

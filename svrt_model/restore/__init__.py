@@ -28,7 +28,16 @@ from svrt_model.restore.restorer import (
     restore_sequences,
     restore_split,
 )
-from svrt_model.restore.tiling import DEFAULT_TILE, AxisPlan, InputRules, Tile, axis_plan, mirror_index, tile_starts
+from svrt_model.restore.tiling import (
+    DEFAULT_TILE,
+    AxisPlan,
+    InputRules,
+    Tile,
+    axis_plan,
+    mirror_index,
+    tile_starts,
+    with_clip_len,
+)
 
 __all__ = [
     "DEFAULT_TILE",
@@ -57,5 +66,6 @@ __all__ = [
     "restore_split",
     "score_sequence",
     "tile_starts",
+    "with_clip_len",
     "write_sequence_pngs",
 ]

@@ -40,7 +40,7 @@ from svrt_model.restore.restorer import (
     input_rules,
     restore_sequences,
 )
-from svrt_model.restore.tiling import InputRules, Tile, tile_starts
+from svrt_model.restore.tiling import InputRules, Tile, tile_starts, with_clip_len
 
 __all__ = ["raw_clips", "restore_raw"]
 
@@ -113,6 +113,7 @@ def restore_raw(
     device: torch.device | str | None = None,
     precision: str = "fp32",
     batch_size: int = 1,
+    clip_len: int | None = None,
     sequences: list[str] | None = None,
     blur_dir: str = "blur",
     rules: InputRules | None = None,
@@ -122,7 +123,7 @@ def restore_raw(
     """Restore every sequence of a raw dataset (module docstring), in the align log's order.
 
     Args:
-        model, tile, transform, device, precision, batch_size, rules, progress: as
+        model, tile, transform, device, precision, batch_size, clip_len, rules, progress: as
             :func:`~svrt_model.restore.restorer.restore_split`.
         raw_root, align_log: the raw dataset and its align log (``svrt-data align``).
         bins, mode: voxels of ``transform.spike_input == "voxels"`` models: the K and mode of the store the
@@ -138,6 +139,7 @@ def restore_raw(
     sources = plan_sequence_sources(raw_root, read_align_log(align_log), blur_dir=blur_dir, sharp_dir=None,
                                     sequences=sequences)
     rules = rules or input_rules(model)
+    tile = with_clip_len(tile, clip_len)
     lengths = [clip_length(tile, s.n_frames) for s in sources]
     overlap = tile.frame_overlap if tile is not None else 0
     total = sum(len(tile_starts(s.n_frames, t, overlap)) for s, t in zip(sources, lengths, strict=True))

@@ -33,7 +33,7 @@ from svrt_data.store.reader import SvrtStore
 from svrt_errors import StoreError, SvrtValueError
 from svrt_model.metrics import to_uint8
 from svrt_model.precision import precision_context
-from svrt_model.restore.tiling import InputRules, Tile, axis_plan, mirror_index
+from svrt_model.restore.tiling import InputRules, Tile, axis_plan, mirror_index, with_clip_len
 from svrt_model.vrt import VRT
 
 __all__ = [
@@ -246,6 +246,7 @@ def restore_split(
     device: torch.device | str | None = None,
     precision: str = "fp32",
     batch_size: int = 1,
+    clip_len: int | None = None,
     sequences: list[str] | None = None,
     sharp: bool | None = None,
     rules: InputRules | None = None,
@@ -263,6 +264,8 @@ def restore_split(
         device: where the model runs; default: where its parameters are (the CPU for a parameterless callable).
         precision: ``fp32`` / ``tf32`` / ``bf16`` / ``fp16`` (autocast; outputs are blended in float32).
         batch_size: spatial patches per forward.
+        clip_len: temporal clips of this many frames instead of ``tile.frames``
+            (:func:`~svrt_model.restore.tiling.with_clip_len`; e.g. the training clip length).
         sequences: names to restore (default: all of the split).
         sharp: read the sharp frames (True: required; None: when present).
         rules: the model's input rules (default: :func:`input_rules`).
@@ -282,6 +285,7 @@ def restore_split(
             raise StoreError(f"{st.path}: split {split!r} has no sequence(s) {unknown}; it has {names}")
         names = [q for q in names if q in sequences]
     rules = rules or input_rules(model)
+    tile = with_clip_len(tile, clip_len)
     datasets = []
     for name in names:
         clip_len = clip_length(tile, st.sequence(split, name).n_frames)

@@ -23,6 +23,7 @@ size, a clip below its minimum length) is padded the same mirrored way and cropp
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -32,7 +33,16 @@ from svrt_data.clip_geometry import AxisScale
 from svrt_errors import SvrtValueError
 from svrt_model.config import VRTConfig
 
-__all__ = ["DEFAULT_TILE", "AxisPlan", "InputRules", "Tile", "axis_plan", "mirror_index", "tile_starts"]
+__all__ = [
+    "DEFAULT_TILE",
+    "AxisPlan",
+    "InputRules",
+    "Tile",
+    "axis_plan",
+    "mirror_index",
+    "tile_starts",
+    "with_clip_len",
+]
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,18 @@ class Tile:
 
 DEFAULT_TILE = Tile()
 """VRT's GoPro deblurring protocol: clips of 18 frames overlapping by 2, 192x192 patches overlapping by 20."""
+
+
+def with_clip_len(tile: Tile | None, clip_len: int | None) -> Tile | None:
+    """``tile`` with temporal clips of ``clip_len`` frames (e.g. a model's training length), overlapping by the
+    tile's frame overlap (the protocol's 2 when ``tile`` is None: whole frames, clips in time only), shrunk to
+    fit; ``clip_len=None`` leaves ``tile`` as it is."""
+    if clip_len is None:
+        return tile
+    if isinstance(clip_len, bool) or not isinstance(clip_len, int) or clip_len < 1:
+        raise SvrtValueError(f"clip_len must be a positive integer or None, got {clip_len!r}")
+    base = tile if tile is not None else Tile(frames=0, height=0, width=0, overlap=0)
+    return dataclasses.replace(base, frames=clip_len, frame_overlap=min(base.frame_overlap, clip_len - 1))
 
 
 @dataclass(frozen=True)

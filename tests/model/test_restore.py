@@ -21,6 +21,7 @@ from svrt_model.restore import (
     restore_clip,
     restore_split,
     tile_starts,
+    with_clip_len,
 )
 from tests.model.standin import ClipMeanModel, IdentityModel, StencilModel
 
@@ -189,6 +190,20 @@ def test_frames_of_overlapping_clips_are_averaged_in_order(synth_store):
     expect = torch.stack([means[0], means[0], (means[0] + means[2]) / 2, means[2], (means[2] + means[4]) / 2,
                           means[4], means[4]])
     assert (seq.output.double() - expect * 255).abs().max() <= 0.5 + 1e-3  # rounded to uint8
+
+
+def test_clip_len_sets_the_temporal_clips(synth_store):
+    assert with_clip_len(None, 5) == Tile(5, 0, 0, 2, 0)
+    assert with_clip_len(None, 2) == Tile(2, 0, 0, 1, 0)
+    assert with_clip_len(DEFAULT_TILE, 5) == Tile(5, 192, 192, 2, 20)
+    assert with_clip_len(DEFAULT_TILE, None) is DEFAULT_TILE
+    with pytest.raises(SvrtValueError, match="clip_len must be a positive integer or None, got 0"):
+        with_clip_len(None, 0)
+    kw = dict(transform=VOXELS, rules=InputRules(), progress=False)
+    (a,) = restore_split(ClipMeanModel(), synth_store, "test", tile=None, clip_len=3, **kw)
+    (b,) = restore_split(ClipMeanModel(), synth_store, "test", tile=Tile(3, 0, 0, 2, 0), **kw)
+    (c,) = restore_split(ClipMeanModel(), synth_store, "test", tile=None, **kw)
+    assert torch.equal(a.output, b.output) and not torch.equal(a.output, c.output)
 
 
 def test_model_mode_and_device_are_restored(synth_store):
