@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from svrt_model.restore.evaluation import METRIC_KEYS, EvalReport, SequenceScores, evaluate_split, score_sequence
-from svrt_model.restore.png_output import MANIFEST, check_plain_name, write_sequence_pngs
+from svrt_model.restore.png_output import MANIFEST, check_destination, check_plain_name, write_sequence_pngs
 from svrt_model.restore.raw_input import raw_clips, restore_raw
 from svrt_model.restore.restorer import (
     RestoredSequence,
@@ -51,6 +51,7 @@ __all__ = [
     "SequenceScores",
     "Tile",
     "axis_plan",
+    "check_destination",
     "check_plain_name",
     "clip_length",
     "counted",

@@ -25,7 +25,7 @@ from PIL import Image
 
 from svrt_errors import SvrtValueError
 
-__all__ = ["MANIFEST", "check_plain_name", "write_sequence_pngs"]
+__all__ = ["MANIFEST", "check_destination", "check_plain_name", "write_sequence_pngs"]
 
 MANIFEST = ".svrt-infer.json"
 _FORMAT = "svrt-infer-frames"
@@ -56,6 +56,21 @@ def _ours(folder: Path) -> list[str] | None:
     return files if present == sorted([*files, MANIFEST]) else None
 
 
+def check_destination(out: str | os.PathLike, sequence: str, *, overwrite: bool) -> Path:
+    """``out/sequence`` if this writer may write it: a plain name, and absent (or, with ``overwrite``, a
+    folder this writer made that holds nothing else); else :class:`SvrtValueError` saying why."""
+    check_plain_name(sequence, "sequence name")
+    target = Path(out) / sequence
+    if target.exists() or target.is_symlink():
+        if not overwrite:
+            raise SvrtValueError(f"{target} already exists; pass --overwrite to replace a folder this command wrote, "
+                                 "or choose another --out")
+        if target.is_symlink() or not target.is_dir() or _ours(target) is None:
+            raise SvrtValueError(f"{target} exists and was not written by svrt-model infer (or holds other files); "
+                                 "it is left alone: move it away or choose another --out")
+    return target
+
+
 def write_sequence_pngs(out: str | os.PathLike, sequence: str, frames: np.ndarray, frame_names: list[str], *,
                         overwrite: bool = False) -> Path:
     """Write ``frames`` (uint8 ``(N, H, W, 3)``) as ``out/sequence/<name>.png``; returns the folder.
@@ -64,7 +79,7 @@ def write_sequence_pngs(out: str | os.PathLike, sequence: str, frames: np.ndarra
         SvrtValueError: a name is not plain, names repeat, shapes disagree, or ``out/sequence`` exists and
             may not (``overwrite=False``) or cannot (not written by this function) be replaced.
     """
-    check_plain_name(sequence, "sequence name")
+    target = check_destination(out, sequence, overwrite=overwrite)
     for n in frame_names:
         check_plain_name(n, f"frame name in sequence {sequence}")
     if len(set(frame_names)) != len(frame_names):
@@ -74,14 +89,6 @@ def write_sequence_pngs(out: str | os.PathLike, sequence: str, frames: np.ndarra
         raise SvrtValueError(f"sequence {sequence}: expected uint8 frames (N, H, W, 3) with N = {len(frame_names)} "
                              f"names, got {frames.dtype} {frames.shape}")
     out = Path(out)
-    target = out / sequence
-    if target.exists() or target.is_symlink():
-        if not overwrite:
-            raise SvrtValueError(f"{target} already exists; pass --overwrite to replace a folder this command wrote, "
-                                 "or choose another --out")
-        if target.is_symlink() or not target.is_dir() or _ours(target) is None:
-            raise SvrtValueError(f"{target} exists and was not written by svrt-model infer (or holds other files); "
-                                 "it is left alone: move it away or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{sequence}.partial-", dir=out))
     try:

@@ -298,7 +298,7 @@ def restore_split(
         for name, ds in zip(names, datasets, strict=True):
             bar.set_postfix_str(name)
             assembler = SequenceAssembler(ds)
-            loader = make_loader(ds, batch_size=1, num_workers=num_workers, shuffle=False)
+            loader = make_loader(ds, batch_size=1, num_workers=num_workers, shuffle=False, persistent_workers=False)
             with torch.inference_mode():
                 inputs = restore_sequences(model, counted(loader, bar), assembler, tile=tile, rules=rules,
                                            transform=transform, device=dev, precision=precision,

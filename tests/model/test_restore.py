@@ -231,3 +231,12 @@ def test_raw_spike_input_rebins_to_the_stored_voxels(synth_store):
     (b,) = restore_split(model, synth_store, "test", transform=raw, **kw)
     assert torch.equal(a.output, b.output)
     assert np.isfinite(a.output.numpy()).all()
+
+
+def test_loader_workers_give_the_same_restoration(synth_store):
+    model = StencilModel(radius=1)
+    kw = dict(tile=Tile(frames=3, height=32, width=64, frame_overlap=1, overlap=8), transform=VOXELS, rules=RULES,
+              progress=False)
+    (a,) = restore_split(model, synth_store, "test", **kw)
+    (b,) = restore_split(model, synth_store, "test", num_workers=1, **kw)
+    assert torch.equal(a.output, b.output) and torch.equal(a.blur, b.blur) and torch.equal(a.sharp, b.sharp)
