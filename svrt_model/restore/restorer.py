@@ -110,6 +110,12 @@ def counted(items: Iterable[Any], bar: tqdm) -> Iterator[Any]:
         bar.update(1)
 
 
+def _full_float(x: torch.Tensor | None) -> torch.Tensor | None:
+    """Half-precision input (a transform of a bf16 run) as float32: the weights are float32, and ``precision``
+    (autocast) decides the compute precision."""
+    return x.float() if x is not None and x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _pad_frames(x: torch.Tensor | None, length: int) -> torch.Tensor | None:
     if x is None or x.shape[1] == length:
         return x
@@ -142,7 +148,8 @@ def restore_clip(
 
     Args:
         model: see the module docstring.
-        rgb: ``(B, T, 3, H, W)`` float in ``[0, 1]``, on the model's device.
+        rgb: ``(B, T, 3, H, W)`` float in ``[0, 1]``, on the model's device (half precision is taken as
+            float32; ``precision`` decides how the model computes).
         spikes: ``(B, T, K, Hs, Ws)`` or None.
         tile: patch sizes (``tile.frames == 0`` also pads the clip to ``rules.frame_multiple`` frames, as the
             untiled protocol does); None: untiled.
@@ -162,7 +169,7 @@ def restore_clip(
     sy, sx = spike_scale
     frame_multiple = rules.frame_multiple if tile.frames == 0 else 1
     t_pad = -(-max(t, rules.min_frames) // frame_multiple) * frame_multiple
-    rgb, spikes = _pad_frames(rgb, t_pad), _pad_frames(spikes, t_pad)
+    rgb, spikes = _pad_frames(_full_float(rgb), t_pad), _pad_frames(_full_float(spikes), t_pad)
     py = axis_plan(h, tile.height, tile.overlap, sy, multiple=rules.size_multiple, minimum=rules.min_size[0],
                    axis="height")
     px = axis_plan(w, tile.width, tile.overlap, sx, multiple=rules.size_multiple, minimum=rules.min_size[1],

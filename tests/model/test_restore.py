@@ -240,3 +240,16 @@ def test_loader_workers_give_the_same_restoration(synth_store):
     (a,) = restore_split(model, synth_store, "test", **kw)
     (b,) = restore_split(model, synth_store, "test", num_workers=1, **kw)
     assert torch.equal(a.output, b.output) and torch.equal(a.blur, b.blur) and torch.equal(a.sharp, b.sharp)
+
+
+def test_half_precision_input_reaches_the_model_as_float32():
+    rgb, spikes = clip()
+    seen = []
+
+    def model(x, s):
+        seen.append((x.dtype, s.dtype))
+        return x
+
+    out = restore_clip(model, rgb.bfloat16(), spikes.half(), tile=None, rules=InputRules())
+    assert seen == [(torch.float32, torch.float32)] and out.dtype == torch.float32
+    assert torch.equal(out, rgb.bfloat16().float())
