@@ -9,7 +9,7 @@ import click
 
 from cli.options import library_errors, parse_size
 
-PRESETS = ("gopro", "dvd", "svrt", "tiny")
+PRESETS = ("gopro", "dvd", "svrt", "tiny", "svrt-base", "svrt-tiny")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,10 +20,13 @@ def main() -> None:
 
 @main.command()
 @click.option("--preset", type=click.Choice(PRESETS), default="gopro", show_default=True,
-              help="Network: GoPro/DVD deblurring, the S-VRT baseline backbone, or the tiny test config.")
+              help="Network: VRT for GoPro/DVD deblurring, the S-VRT baseline backbone or the tiny test config; "
+                   "VRT+Spike: svrt-base (the seed's S-VRT) or svrt-tiny.")
 @click.option("--frames", type=click.IntRange(min=2), default=None, help="T (default: the preset's img_size).")
 @click.option("--size", "size_text", default=None, metavar="HxW", help="Frame size (default: the preset's).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--spike-scale", type=click.Choice(("1", "0.5")), default="1", show_default=True,
+              help="VRT+Spike presets: spike frames at the RGB size (1) or at half size (0.5, as Spk-GoPro).")
 @click.option("--mode", type=click.Choice(("train", "forward")), default="train", show_default=True,
               help="train: forward + L1 loss + backward; forward: inference.")
 @click.option("--precision", type=click.Choice(("fp32", "tf32", "bf16", "fp16")), default="bf16", show_default=True)
@@ -43,31 +46,28 @@ def main() -> None:
                    "scale): a table of forward/backward time and memory per part, on --device (no CUDA graph).")
 @click.option("--device", default="cuda", show_default=True, help="cuda, cuda:N, or cpu (cpu: --stages only).")
 @library_errors
-def profile(preset: str, frames: int | None, size_text: str | None, batch: int, mode: str, precision: str,
-            attention: str, checkpoint: str, compile_parts: str, graph: bool, deform_backend: str, iters: int,
-            warmup: int, stages: bool, device: str) -> None:
-    """Time one VRT forward or training step on the GPU and report its peak memory (--stages: per part)."""
-    from svrt_model import config as presets
+def profile(preset: str, frames: int | None, size_text: str | None, batch: int, spike_scale: str, mode: str,
+            precision: str, attention: str, checkpoint: str, compile_parts: str, graph: bool, deform_backend: str,
+            iters: int, warmup: int, stages: bool, device: str) -> None:
+    """Time one forward or training step on the GPU and report its peak memory (--stages: per part)."""
+    import svrt_model as presets
     from svrt_model.profiling import profile_model_stages, profile_vrt
 
     cfg = {"gopro": presets.gopro_deblurring, "dvd": presets.dvd_deblurring, "svrt": presets.svrt_baseline,
-           "tiny": presets.tiny}[preset]()
-    t = frames or cfg.img_size[0]
-    h, w = parse_size(size_text) if size_text else cfg.img_size[1:]
+           "tiny": presets.tiny, "svrt-base": presets.svrt_base, "svrt-tiny": presets.svrt_tiny}[preset]()
+    vrt_cfg = cfg.vrt if isinstance(cfg, presets.VRTSpikeConfig) else cfg
+    t = frames or vrt_cfg.img_size[0]
+    h, w = parse_size(size_text) if size_text else vrt_cfg.img_size[1:]
+    common = dict(shape=(batch, t, 3, h, w), spike_scale=float(spike_scale), mode=mode, precision=precision,
+                  attention=attention, checkpoint=checkpoint, compile=compile_parts, deform_backend=deform_backend,
+                  iters=iters, warmup=warmup, device=device)
     if stages:
-        res = profile_model_stages(
-            cfg, shape=(batch, t, 3, h, w), mode=mode, precision=precision, attention=attention,
-            checkpoint=checkpoint, compile=compile_parts, deform_backend=deform_backend, iters=iters, warmup=warmup,
-            device=device,
-        )
-        click.echo(res.table())
+        click.echo(profile_model_stages(cfg, **common).table())
         return
-    res = profile_vrt(
-        cfg, shape=(batch, t, 3, h, w), mode=mode, precision=precision, attention=attention, checkpoint=checkpoint,
-        compile=compile_parts, graph=graph, deform_backend=deform_backend, iters=iters, warmup=warmup, device=device,
-    )
+    res = profile_vrt(cfg, graph=graph, **common)
     click.echo(
         f"{preset} {mode} {batch}x{t}x3x{h}x{w} {precision} attention={attention} checkpoint={checkpoint} "
         f"compile={compile_parts} graph={graph}: {res.median_ms:.1f} ms (min {res.min_ms:.1f}, max {res.max_ms:.1f}, "
         f"{res.iters} iters), peak {res.peak_gib:.2f} GiB, first call {res.first_call_s:.1f} s"
     )
+

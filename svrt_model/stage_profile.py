@@ -10,7 +10,8 @@ CUDA, times come from CUDA events (no synchronisation inside the step) and memor
 allocated: activations saved for backward and its output), ``bwd peak``; on the CPU memory is not
 measured. The model's inputs are made to require gradients so every span's backward has an end.
 
-Spans never nest; a span called several times in a step (a block reused per scale) is summed. Hooks cost
+Spans never nest; a span called several times in a step (a block reused per scale) is summed. Rows come
+in the order the parts first run. Hooks cost
 a little time; the whole-step rows come from the same run, so shares add up (the ``other`` row is the
 step's time outside every span: pre-alignment, losses, glue).
 """
@@ -284,7 +285,7 @@ def profile_stages(
     inputs = [x.detach().requires_grad_(train and x.is_floating_point()) for x in inputs]
     model.train(train)
     recorder = _Recorder(model, spans, clock)
-    per_iter: list[tuple[dict[str, list[_Call]], float, float | None]] = []
+    per_iter: list[tuple[dict[str, list[_Call]], float, float | None, Any]] = []
     target = None
     try:
         for it in range(warmup + iters):
@@ -306,7 +307,7 @@ def profile_stages(
             if clock.cuda:
                 torch.cuda.synchronize(device)
             if it >= warmup:
-                per_iter.append((recorder.calls, clock.ms(t0, t1), clock.ms(t1, t2) if train else None))
+                per_iter.append((recorder.calls, clock.ms(t0, t1), clock.ms(t1, t2) if train else None, t0))
     finally:
         recorder.remove()
         model.zero_grad(set_to_none=True)
@@ -314,7 +315,7 @@ def profile_stages(
     mib = 2.0**20
     for s in spans:
         fwd, bwd, peaks, kept, bpeaks = [], [], [], [], []
-        for calls, _, _ in per_iter:
+        for calls, _, _, _ in per_iter:
             if not calls[s.name]:
                 raise ModelConfigError(f"profile_stages: span {s.name!r} never ran in a step")
             fwd.append(sum(clock.ms(c.fwd[0], c.fwd[1]) for c in calls[s.name]))
@@ -333,7 +334,10 @@ def profile_stages(
             kept_mib=statistics.median(kept) if clock.cuda else None,
             bwd_peak_mib=statistics.median(bpeaks) if clock.cuda and train else None,
         ))
-    step_f = statistics.median(f for _, f, _ in per_iter)
-    step_b = statistics.median(b for _, _, b in per_iter) if train else None
+    calls, _, _, t0 = per_iter[0]
+    order = {s.name: clock.ms(t0, calls[s.name][0].fwd[0]) for s in spans}
+    rows.sort(key=lambda r: order[r.name])  # execution order (fusion after each encoder stage, ...)
+    step_f = statistics.median(f for _, f, _, _ in per_iter)
+    step_b = statistics.median(b for _, _, b, _ in per_iter) if train else None
     return StageProfile(rows=rows, step_forward_ms=step_f, step_backward_ms=step_b, device=str(device),
                         description=description or f"{type(model).__name__} {mode} {precision}")

@@ -79,27 +79,42 @@ def test_vrt_spans_cover_the_backbone_in_order():
     assert vrt_spans("vrt.")[2] == Span("stage 1", "vrt.stage1", "vrt.stage1")
 
 
-def test_profile_cli_prints_the_per_stage_table_on_the_cpu():
-    result = CliRunner().invoke(main, ["profile", "--preset", "tiny", "--stages", "--device", "cpu", "--frames", "2",
-                                       "--size", "64x64", "--iters", "1", "--warmup", "0", "--precision", "fp32",
-                                       "--compile", "none", "--checkpoint", "none"])
+def test_profile_cli_prints_the_full_models_per_stage_table_on_the_cpu():
+    result = CliRunner().invoke(main, ["profile", "--preset", "svrt-tiny", "--stages", "--device", "cpu", "--frames",
+                                       "2", "--size", "64x64", "--spike-scale", "0.5", "--iters", "1", "--warmup",
+                                       "0", "--precision", "fp32", "--compile", "none", "--checkpoint", "none"])
     assert result.exit_code == 0, result.output
     rows = [line.split("|")[1:-1] for line in result.output.splitlines()
             if line.startswith("| ") and not line.startswith("| ---")]
     names = [r[0].strip() for r in rows]
-    assert names == ["part", "SpyNet flows", "conv_first"] + [f"stage {i}" for i in range(1, 8)] + [
+    fused = [part for i in range(1, 5) for part in (f"stage {i}", f"fusion scale {i}")]
+    assert names == ["part", "spike encoder"] + [f"temporal attention scale {i}" for i in range(1, 5)] + [
+        "SpyNet flows", "conv_first"] + fused + [f"stage {i}" for i in range(5, 8)] + [
         "stage 8 (reconstruction)", "conv_after_body + conv_last", "other (outside these parts)", "**whole step**"]
     for r in rows[1:-2]:
         fwd, bwd, total = (float(v) for v in r[1:4])
         assert fwd > 0 and bwd > 0 and total == pytest.approx(fwd + bwd, abs=0.02)
         assert re.fullmatch(r"\d+\.\d%", r[4].strip())
-    assert "VRT train 1x2x3x64x64 fp32" in result.output and "(cpu)" in result.output
+        assert [v.strip() for v in r[5:]] == ["-", "-", "-"]  # memory is measured on CUDA only
+    assert "VRTSpike train 1x2x3x64x64, spikes K=8 32x32 fp32" in result.output and "(cpu)" in result.output
+
+
+@pytest.mark.needs_cuda
+def test_profile_cli_per_stage_table_on_the_gpu_has_memory():
+    result = CliRunner().invoke(main, ["profile", "--preset", "svrt-tiny", "--stages", "--frames", "4", "--size",
+                                       "64x64", "--iters", "2", "--warmup", "1", "--compile", "none"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("|")[1:-1] for line in result.output.splitlines()
+            if line.startswith("| ") and not line.startswith("| ---")][1:-2]
+    assert len(rows) == 20
+    for r in rows:
+        assert float(r[1]) > 0 and float(r[2]) > 0 and float(r[5]) >= 0 and float(r[6]) >= 0
 
 
 def test_profile_cli_whole_step_needs_cuda_and_stages_check_the_device():
     if torch.cuda.is_available():
         pytest.skip("checks the refusal on a machine without CUDA")
-    result = CliRunner().invoke(main, ["profile", "--preset", "tiny", "--stages"])
+    result = CliRunner().invoke(main, ["profile", "--preset", "svrt-tiny", "--stages"])
     assert result.exit_code == 1 and "CUDA is not available; use --device cpu" in result.output
     result = CliRunner().invoke(main, ["profile", "--preset", "tiny", "--device", "cpu"])
     assert result.exit_code == 1 and "profile_vrt: needs a CUDA device, got 'cpu'" in result.output
