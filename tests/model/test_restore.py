@@ -253,3 +253,16 @@ def test_half_precision_input_reaches_the_model_as_float32():
     out = restore_clip(model, rgb.bfloat16(), spikes.half(), tile=None, rules=InputRules())
     assert seen == [(torch.float32, torch.float32)] and out.dtype == torch.float32
     assert torch.equal(out, rgb.bfloat16().float())
+
+
+@pytest.mark.needs_cuda
+def test_tiled_equals_untiled_on_the_gpu_too():
+    rgb, spikes = clip(b=2, hs=32, ws=48)
+    rgb, spikes = rgb.cuda(), spikes.cuda()
+    model = StencilModel(radius=4).cuda()
+    tile = Tile(frames=3, height=32, width=48, frame_overlap=1, overlap=8)
+    whole = restore_clip(model, rgb, spikes, tile=None, rules=RULES)
+    tiled = restore_clip(model, rgb, spikes, tile=tile, rules=RULES, batch_size=4)
+    assert whole.is_cuda and torch.equal(tiled, whole)
+    torch.testing.assert_close(whole.cpu(), restore_clip(model.cpu(), rgb.cpu(), spikes.cpu(), tile=None, rules=RULES),
+                               rtol=1e-6, atol=1e-6)
