@@ -31,6 +31,7 @@ from svrt_data.spike_transform import SpikeTransform
 from svrt_data.store.layout import SEQUENCE_ATTR
 from svrt_data.store.reader import SvrtStore
 from svrt_errors import StoreError, SvrtValueError
+from svrt_model.errors import ModelInputError
 from svrt_model.metrics import to_uint8
 from svrt_model.precision import precision_context
 from svrt_model.restore.tiling import InputRules, Tile, axis_plan, mirror_index, with_clip_len
@@ -133,6 +134,19 @@ def _patch(x: torch.Tensor, y0: int, x0: int, h: int, w: int, iy: torch.Tensor |
     return p
 
 
+def _check_clip(rgb: Any, spikes: Any, batch_size: Any) -> None:
+    if not isinstance(rgb, torch.Tensor) or rgb.dim() != 5 or rgb.shape[2] != 3 or not rgb.is_floating_point():
+        got = f"{rgb.dtype} {tuple(rgb.shape)}" if isinstance(rgb, torch.Tensor) else type(rgb).__name__
+        raise ModelInputError(f"restore_clip: rgb must be float frames (B, T, 3, H, W), got {got}")
+    if spikes is not None and (not isinstance(spikes, torch.Tensor) or spikes.dim() != 5
+                               or spikes.shape[:2] != rgb.shape[:2]):
+        got = tuple(spikes.shape) if isinstance(spikes, torch.Tensor) else type(spikes).__name__
+        raise ModelInputError(f"restore_clip: spikes must be (B, T, K, Hs, Ws) with the frames' B, T = "
+                              f"{tuple(rgb.shape[:2])}, got {got}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SvrtValueError(f"restore_clip: batch_size must be a positive integer, got {batch_size!r}")
+
+
 def restore_clip(
     model: RestoreModel,
     rgb: torch.Tensor,
@@ -162,6 +176,7 @@ def restore_clip(
         ``(B, T, 3, H, W)`` float32, each pixel the weighted mean of the patches that cover it.
     """
     tile = tile or Tile(0, 0, 0, 0, 0)
+    _check_clip(rgb, spikes, batch_size)
     b, t, _, h, w = rgb.shape
     if spike_scale is None:
         hs, ws = (spikes.shape[-2], spikes.shape[-1]) if spikes is not None else (h, w)

@@ -266,3 +266,16 @@ def test_tiled_equals_untiled_on_the_gpu_too():
     assert whole.is_cuda and torch.equal(tiled, whole)
     torch.testing.assert_close(whole.cpu(), restore_clip(model.cpu(), rgb.cpu(), spikes.cpu(), tile=None, rules=RULES),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_restore_clip_input_errors():
+    rgb, spikes = clip()
+    with pytest.raises(SvrtValueError, match=r"rgb must be float frames \(B, T, 3, H, W\), got torch.uint8"):
+        restore_clip(StencilModel(1), (rgb * 255).byte(), spikes, tile=None, rules=RULES)
+    with pytest.raises(SvrtValueError, match=r"rgb must be float frames .* got torch.float32 \(5, 3, 64, 96\)"):
+        restore_clip(StencilModel(1), rgb[0], spikes, tile=None, rules=RULES)
+    with pytest.raises(SvrtValueError, match=r"spikes must be \(B, T, K, Hs, Ws\) with the frames' B, T = \(1, 5\), "
+                                             r"got \(1, 4, 4, 32, 48\)"):
+        restore_clip(StencilModel(1), rgb, spikes[:, :4], tile=None, rules=RULES)
+    with pytest.raises(SvrtValueError, match="batch_size must be a positive integer, got 0"):
+        restore_clip(StencilModel(1), rgb, spikes, tile=None, rules=RULES, batch_size=0)
