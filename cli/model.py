@@ -105,5 +105,87 @@ def train(config: str, overrides: tuple[str, ...], store: str, run_dir: str, res
                    f"{result.last}, {result.best}")
 
 
+def _tile(text: str) -> object:
+    """``--tile`` as a :class:`svrt_model.restore.Tile` (or None); a bad value is an svrt error (one line)."""
+    from svrt_model.restore import Tile
+
+    return Tile.parse(text)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+
+_TILE_HELP = ("Test-time tiling: 'default' (VRT's protocol: clips of 18 frames overlapping by 2, 192x192 patches "
+              "overlapping by 20), 'none' (whole sequences and frames: needs the memory), or TxHxW (0 leaves an "
+              "axis untiled).")
+_EMA_HELP = "Use the EMA weights (--ema) or the trained ones (--no-ema); default: EMA when the run kept them."
+
+
+@main.command("eval")
+@click.argument("checkpoint", metavar="CKPT")
+@click.option("--store", required=True, metavar="STORE.zarr", help="Store written by `svrt-data voxelize`.")
+@click.option("--split", default="test", show_default=True, help="Split to evaluate (needs sharp frames).")
+@click.option("--json", "json_path", default=None, metavar="OUT.json",
+              help='Write {"overall": {psnr_input, psnr_output, ssim_input, ssim_output}, "sequences": {...}}.')
+@click.option("--csv", "csv_path", default=None, metavar="OUT.csv", help="Write per-frame scores and means.")
+@click.option("--tile", "tile_text", default="default", show_default=True, help=_TILE_HELP)
+@click.option("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available).")
+@click.option("--precision", type=click.Choice(("fp32", "tf32", "bf16", "fp16")), default="fp32", show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Patches per forward.")
+@click.option("--sequences", default=None, metavar="A,B", help="Only these sequences of the split.")
+@click.option("--ema/--no-ema", default=None, help=_EMA_HELP)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
+@library_errors
+def eval_(checkpoint: str, store: str, split: str, json_path: str | None, csv_path: str | None, tile_text: str,
+          device: str | None, precision: str, batch: int, sequences: str | None, ema: bool | None,
+          workers: int) -> None:
+    """PSNR and SSIM of the blurry input and of CKPT's output against the sharp frames, per sequence and over
+    all frames (RGB, 0-255, SSIM 11x11 Gaussian sigma 1.5), printed as a table and written as JSON / CSV."""
+    from svrt_model.inference import evaluate_checkpoint
+
+    report = evaluate_checkpoint(checkpoint, store, split, tile=_tile(tile_text), device=device, precision=precision,
+                                 batch_size=batch, sequences=_names(sequences), use_ema=ema, num_workers=workers)
+    click.echo(report.table())
+    if json_path:
+        report.write_json(json_path)
+        click.echo(f"wrote {json_path}")
+    if csv_path:
+        report.write_csv(csv_path)
+        click.echo(f"wrote {csv_path}")
+
+
+@main.command()
+@click.argument("checkpoint", metavar="CKPT")
+@click.option("--store", default=None, metavar="STORE.zarr", help="Restore a store's split (with --split) ...")
+@click.option("--split", default=None, help="... this split of --store.")
+@click.option("--raw", default=None, metavar="RAW_DIR",
+              help="... or a raw dataset (with --align), voxelized on the fly.")
+@click.option("--align", default=None, metavar="ALIGN.csv", help="The raw dataset's align log (`svrt-data align`).")
+@click.option("--out", required=True, metavar="DIR", help="Frames go to DIR/<sequence>/<frame>.png.")
+@click.option("--tile", "tile_text", default="default", show_default=True, help=_TILE_HELP)
+@click.option("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available).")
+@click.option("--precision", type=click.Choice(("fp32", "tf32", "bf16", "fp16")), default="fp32", show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Patches per forward.")
+@click.option("--sequences", default=None, metavar="A,B", help="Only these sequences.")
+@click.option("--ema/--no-ema", default=None, help=_EMA_HELP)
+@click.option("--voxel-mode", type=click.Choice(("count", "linear")), default="count", show_default=True,
+              help="--raw: the voxel mode of the store the model was trained on.")
+@click.option("--overwrite", is_flag=True, help="Replace DIR/<sequence> folders that an earlier infer wrote.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
+@library_errors
+def infer(checkpoint: str, store: str | None, split: str | None, raw: str | None, align: str | None, out: str,
+          tile_text: str, device: str | None, precision: str, batch: int, sequences: str | None, ema: bool | None,
+          voxel_mode: str, overwrite: bool, workers: int) -> None:
+    """Deblur every sequence of a store's split or of a raw dataset with CKPT into PNG frames."""
+    from svrt_model.inference import infer_checkpoint
+
+    folders = infer_checkpoint(checkpoint, out, store=store, split=split, raw=raw, align=align, tile=_tile(tile_text),
+                               device=device, precision=precision, batch_size=batch, sequences=_names(sequences),
+                               use_ema=ema, voxel_mode=voxel_mode, overwrite=overwrite, num_workers=workers)
+    for f in folders:
+        click.echo(f"wrote {f} ({sum(1 for p in f.iterdir() if p.suffix == '.png')} frames)")
+
+
 if __name__ == "__main__":  # `python -m cli.model` (e.g. under torchrun -m)
     main()

@@ -143,7 +143,7 @@ def restore_raw(
     lengths = [clip_length(tile, s.n_frames) for s in sources]
     overlap = tile.frame_overlap if tile is not None else 0
     total = sum(len(tile_starts(s.n_frames, t, overlap)) for s, t in zip(sources, lengths, strict=True))
-    bar = tqdm(total=total, unit="clip", disable=not progress, desc="restore raw")
+    bar = tqdm(total=total, unit="clip", disable=None if progress else True, desc="restore raw")
     with evaluating(model, device) as dev, bar:
         transform = transform.to(dev)
         for source, clip_len in zip(sources, lengths, strict=True):

@@ -292,7 +292,7 @@ def restore_split(
         sharp: read the sharp frames (True: required; None: when present).
         rules: the model's input rules (default: :func:`input_rules`).
         num_workers: DataLoader workers reading clips.
-        progress: show a tqdm bar over clips.
+        progress: show a tqdm bar over clips (on a terminal: tqdm stays silent when stderr is not a TTY).
 
     Yields:
         :class:`RestoredSequence`.
@@ -314,7 +314,8 @@ def restore_split(
         stride = clip_len - tile.frame_overlap if tile is not None and tile.frames else clip_len
         datasets.append(SpikeDeblurDataset(store, split, clip_len=clip_len, stride=max(stride, 1), mode="eval",
                                            spike_input=transform.spike_input, sequences=[name], sharp=sharp))
-    bar = tqdm(total=sum(len(d) for d in datasets), unit="clip", disable=not progress, desc=f"restore {split}")
+    bar = tqdm(total=sum(len(d) for d in datasets), unit="clip", disable=None if progress else True,
+               desc=f"restore {split}")
     with evaluating(model, device) as dev, bar:
         transform = transform.to(dev)
         for name, ds in zip(names, datasets, strict=True):

@@ -139,9 +139,11 @@ class InputRules:
 
     @classmethod
     def for_vrt(cls, config: VRTConfig) -> InputRules:
-        """The rules of :class:`svrt_model.vrt.VRT` (and of models built on it) for ``config``."""
+        """The rules of :class:`svrt_model.vrt.VRT` (and of models built on it) for ``config``: sizes multiples
+        of 8 and at least 8 windows; at least 40 px, because SpyNet's 6-level pyramid of a 32 px frame ends in
+        an empty level (``VRT.check_input`` lets 32 px through for 4 px windows; the forward then fails)."""
         wd, wh, ww = config.window_size
-        return cls(frame_multiple=wd, min_frames=2, size_multiple=8, min_size=(8 * wh, 8 * ww))
+        return cls(frame_multiple=wd, min_frames=2, size_multiple=8, min_size=(max(8 * wh, 40), max(8 * ww, 40)))
 
 
 def _round_up(value: int, multiple: int) -> int:

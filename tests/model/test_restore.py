@@ -279,3 +279,17 @@ def test_restore_clip_input_errors():
         restore_clip(StencilModel(1), rgb, spikes[:, :4], tile=None, rules=RULES)
     with pytest.raises(SvrtValueError, match="batch_size must be a positive integer, got 0"):
         restore_clip(StencilModel(1), rgb, spikes, tile=None, rules=RULES, batch_size=0)
+
+
+def test_vrt_rules_keep_spynet_above_32_pixels():
+    import dataclasses
+    import warnings
+
+    from svrt_model import VRT, tiny
+    from svrt_model.errors import UntrainedSpyNetWarning
+
+    small = VRT(dataclasses.replace(tiny(), window_size=(2, 4, 4))).eval()
+    assert input_rules(small).min_size == (40, 40)  # 8 windows would be 32
+    with pytest.raises(RuntimeError, match="sizes should be greater than 0"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        small(torch.rand(1, 2, 3, 32, 32))  # what the rule prevents: SpyNet's pyramid runs out
