@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from kernels import fused_bias_act_cuda, spike_accumulate_cuda, upfirdn2d_cuda
+from kernels import deform_attn_cuda, fused_bias_act_cuda, spike_accumulate_cuda, upfirdn2d_cuda
 from kernels.cuda_runtime import cuda_source
 
 SOURCES = {
     spike_accumulate_cuda.SOURCE: spike_accumulate_cuda.NAMES,
     fused_bias_act_cuda.SOURCE: fused_bias_act_cuda.NAMES,
     upfirdn2d_cuda.SOURCE: upfirdn2d_cuda.NAMES,
+    deform_attn_cuda.SOURCE: deform_attn_cuda.NAMES,
 }
 # kernels whose inner loops must not touch local memory (name fragments)
 NO_SPILLS = {"spike_accumulate_forward", "bias_act_forward", "bias_act_grad", "upfirdn2d_kernel"}
