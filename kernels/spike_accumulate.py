@@ -105,13 +105,20 @@ def check_spike_accumulate_args(
 
 
 def spike_accumulate_torch(
-    bits: torch.Tensor, ranges: torch.Tensor, gamma: torch.Tensor, width: int, dtype: torch.dtype
+    bits: torch.Tensor,
+    ranges: torch.Tensor,
+    gamma: torch.Tensor,
+    width: int,
+    dtype: torch.dtype,
+    steps: int | None = None,
 ) -> torch.Tensor:
     """The pure-torch path (arguments already validated): ``(B, T, K, H, W)`` in ``dtype``.
 
     Step ``j`` of ``L = max(r1 - r0)`` reads frame ``s = r1 - L + j`` of every bin at once (a gather of
     packed frames, unpacked right away); steps before a bin's ``r0`` add nothing, and since they all come
-    first they leave its accumulator at zero, so every bin ends on its own last frame.
+    first they leave its accumulator at zero, so every bin ends on its own last frame. ``steps``: ``L``
+    when the caller knows it (no host synchronisation; ``torch.compile`` then sees static shapes); a
+    larger value gives the same result.
     """
     B, S, H, Wb = bits.shape
     T, K = ranges.shape[1:3]
@@ -122,7 +129,10 @@ def spike_accumulate_torch(
         # clamped into [0, S] as the CUDA kernels do (only matters with validate=False)
         r0 = ranges[..., 0].clamp(0, S)
         r1 = torch.maximum(ranges[..., 1].clamp(max=S), r0)
-        steps = int((r1 - r0).max()) if acc.numel() and S else 0
+        if not acc.numel() or not S:
+            steps = 0
+        elif steps is None:
+            steps = int((r1 - r0).max())
         if steps == 0:
             return (acc * g).to(dtype)  # zeros, still a function of gamma (zero gradient)
         shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
