@@ -11,7 +11,7 @@ from kernels.spike_accumulate_ref import spike_accumulate_reference
 from svrt_data.dataset import ClipKey, SpikeDeblurDataset, collate_clips
 from svrt_data.spike_transform import SpikeTransform
 from svrt_model.errors import ModelConfigError
-from svrt_model.layers.spike_accumulator import SpikeAccumulator
+from svrt_model.spike.accumulator import SpikeAccumulator
 from tests.test_dataset import BINS, build_coord_store
 
 
