@@ -150,7 +150,12 @@ class CupyRuntime:
         return _module(source, tuple(names), device.index).get_function(name)
 
     def array(self, tensor: torch.Tensor) -> Any:
-        return cp.from_dlpack(tensor.detach())
+        t = tensor.detach()
+        if t.dtype in (torch.float16, torch.bfloat16):
+            # The kernels read 16-bit patterns (svrt_cuda.cuh); CuPy's DLPack import knows no bfloat16
+            # (CuPy 13 crashes on it, 14 needs ml_dtypes), so both half types travel as int16 views.
+            t = t.view(torch.int16)
+        return cp.from_dlpack(t)
 
     @contextlib.contextmanager
     def stream(self, device: torch.device) -> Iterator[None]:

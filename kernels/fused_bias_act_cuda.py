@@ -39,8 +39,6 @@ def _scalar(value: float, dtype: torch.dtype) -> np.floating:
 
 def _launch(rt: Runtime, name: str, like: torch.Tensor, args: tuple) -> None:
     n = like.numel()
-    if n == 0:
-        return
     blocks = min(-(-n // (8 * THREADS)), MAX_BLOCKS)
     with rt.stream(like.device):
         rt.function(SOURCE, NAMES, name, like.device)((blocks,), (THREADS,), args)
@@ -55,6 +53,8 @@ def forward_kernel(
 ) -> torch.Tensor:
     """``scale * act(x + bias)`` for contiguous ``x`` and a contiguous compute-dtype ``bias`` (or None)."""
     out = torch.empty_like(x)
+    if x.numel() == 0:
+        return out
     inner = math.prod(x.shape[dim + 1 :])
     C = x.shape[dim]
     name = f"bias_act_forward<{CTYPES[x.dtype]}, {0 if linear else 1}>"
@@ -72,6 +72,8 @@ def grad_kernel(
 ) -> torch.Tensor:
     """``grad * scale * act'(y)`` (``y`` None: linear) for contiguous tensors of one dtype."""
     out = torch.empty_like(grad)
+    if grad.numel() == 0:
+        return out
     name = f"bias_act_grad<{CTYPES[grad.dtype]}, {0 if y is None else 1}>"
     yy = grad if y is None else y  # never read when linear
     with rt.stream(grad.device):

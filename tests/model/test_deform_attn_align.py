@@ -155,3 +155,33 @@ def test_reference_backend_name_means_the_torch_path(attn_vrt: VRT) -> None:
         assert torch.equal(got, want)
     finally:
         attn_vrt.set_deform_conv_backend("auto")
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cuda_step_with_the_kernel_equals_the_torch_path(dtype: torch.dtype) -> None:
+    """A training step of the micro VRT with the attention alignment on the GPU: the CUDA kernel and the
+    torch path agree (output and gradients), in float32 and under bfloat16 autocast."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        model = VRT(dataclasses.replace(MICRO, alignment="deform_attn")).cuda()
+    model.spynet.weights_loaded = True
+    with torch.no_grad():
+        for i in range(1, 8):
+            torch.nn.init.normal_(getattr(model, f"stage{i}").pa_deform.conv_offset[-1].weight, std=0.05)
+    x = torch.rand(1, 3, 3, 64, 64, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
+    results = []
+    for backend in ("reference", "cuda"):
+        model.set_deform_conv_backend(backend)
+        model.zero_grad()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = model(x)
+        out.float().square().mean().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if "pa_deform" in n and p.grad is not None}
+        results.append((out.detach().float(), grads))
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=tol, atol=tol)
+    for name, g in results[0][1].items():
+        scale = g.abs().max().item() + 1e-12
+        assert (results[1][1][name] - g).abs().max().item() <= tol * 10 * scale, name

@@ -141,3 +141,27 @@ def test_upfirdn2d_resize_of_spike_features() -> None:
     early = build(micro_config(frames=2, fusion="early", spike_resize="upfirdn2d")).eval()
     with torch.no_grad():
         assert torch.isfinite(early(rgb, spikes, flows)).all()
+
+
+@pytest.mark.needs_cuda
+def test_cuda_raw_input_and_fused_encoder(batches) -> None:
+    """On the GPU: the accumulator kernel gives the voxel path's numbers through the whole model, and the
+    fused bias+ReLU encoder the ReLU encoder's (float32)."""
+    vox, raw = batches
+    model = build(micro_config(frames=2, spike_bins=BINS), dtype=torch.float32).eval().cuda()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        raw_model = VRTSpike(dataclasses.replace(model.config, spike_input="raw",
+                                                 encoder_activation="fused_bias_act")).cuda().eval()
+    raw_model.load_state_dict(model.state_dict(), strict=False)
+    raw_model.vrt.spynet.weights_loaded = True
+    rgb, flows = _rgb_and_flows(vox)
+    rgb, flows = rgb.float().cuda(), tuple([f.float().cuda() for f in level] for level in flows)
+    bits_batch = SpikeTransform(spike_input="raw", bins=BINS, raw_output="bits")(
+        {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in raw.items()})
+    spikes = RawSpikes.from_batch(bits_batch)
+    assert spikes.bits.is_cuda and spikes.ranges.is_cuda
+    with torch.no_grad():
+        assert torch.equal(raw_model.spike_input(spikes), vox["spikes"].float().cuda())
+        torch.testing.assert_close(raw_model(rgb, spikes, flows), model(rgb, vox["spikes"].float().cuda(), flows),
+                                   rtol=1e-4, atol=1e-4)
