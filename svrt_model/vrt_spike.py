@@ -208,8 +208,7 @@ class VRTSpike(nn.Module):
                 ``spike_input="raw"``: :class:`~svrt_model.spike.inputs.RawSpikes` (the loader's packed
                 ``spike_bits`` ``(B, S, Hs, Ws/8)`` and ``spike_bin_ranges`` ``(B, T, K, 2)``, e.g.
                 ``RawSpikes.from_batch(SpikeTransform(spike_input="raw", bins=K, raw_output="bits")(batch))``),
-                accumulated by the model's learnable decays; voxels already accumulated by
-                ``model.spike_input`` are accepted too.
+                accumulated by the model's learnable decays.
             flows: None (SpyNet) or the backbone's ``(flows_backward, flows_forward)`` (see ``VRT.forward``).
 
         Returns:

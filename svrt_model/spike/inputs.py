@@ -97,8 +97,8 @@ class RawSpikeInput(VoxelInput):
     """``spike_input="raw"``: :class:`RawSpikes` accumulated by a learnable decay per bin (parameter
     ``accumulator.raw_gamma``); ``gamma = 1`` gives the count voxels ``"voxels"`` would have received.
 
-    A tensor is taken as voxels already accumulated (e.g. by this module, then cut into tiles for test-time
-    tiling) and passed through as :class:`VoxelInput` does.
+    Only :class:`RawSpikes` are accepted: a voxel tensor would bypass the accumulator (and its learnable
+    decays) without a sound, so it is refused with the fix in the message.
 
     Args:
         bins: K.
@@ -109,14 +109,13 @@ class RawSpikeInput(VoxelInput):
         super().__init__(bins)
         self.accumulator = SpikeAccumulator(bins, init_gamma)
 
-    def forward(self, spikes: RawSpikes | torch.Tensor) -> torch.Tensor:
-        """:class:`RawSpikes` (or accumulated voxels) to voxels ``(B, T, K, Hs, Ws)``."""
-        if isinstance(spikes, torch.Tensor):
-            return super().forward(spikes)
+    def forward(self, spikes: RawSpikes) -> torch.Tensor:
+        """:class:`RawSpikes` to voxels ``(B, T, K, Hs, Ws)``."""
         if not isinstance(spikes, RawSpikes):
             raise ModelInputError(
-                f"VRTSpike(spike_input='raw'): expected RawSpikes(bits, ranges) (RawSpikes.from_batch(batch)) or "
-                f"accumulated voxels, got {type(spikes).__name__}"
+                f"VRTSpike(spike_input='raw'): expected RawSpikes(bits, ranges) (RawSpikes.from_batch(batch) of a "
+                f"batch transformed by SpikeTransform(spike_input='raw', bins=K, raw_output='bits')), got "
+                f"{type(spikes).__name__}; a model fed precomputed voxels needs spike_input='voxels'"
             )
         return self.accumulator(spikes.bits, spikes.ranges, width=spikes.width)
 

@@ -60,8 +60,7 @@ def test_raw_input_with_gamma_one_equals_the_voxel_input_end_to_end(batches) -> 
         want = model(rgb, vox["spikes"].double(), flows)
         got = raw_model(rgb, spikes, flows)
         accumulated = raw_model.spike_input(spikes)
-        assert torch.equal(accumulated, vox["spikes"].double())  # gamma = 1: the stored voxels, bit for bit
-        assert torch.equal(raw_model(rgb, accumulated, flows), got)  # accumulated voxels are accepted too
+    assert torch.equal(accumulated, vox["spikes"].double())  # gamma = 1: the stored voxels, bit for bit
     assert torch.equal(got, want)
 
 
@@ -81,9 +80,12 @@ def test_raw_input_errors(batches) -> None:
     _, raw = batches
     model = build(micro_config(frames=2, spike_bins=BINS, spike_input="raw")).eval()
     rgb, flows = _rgb_and_flows(raw)
-    with pytest.raises(ModelInputError, match=r"expected RawSpikes\(bits, ranges\) \(RawSpikes.from_batch\(batch\)\) "
-                                              r"or accumulated voxels, got dict"):
+    with pytest.raises(ModelInputError, match=r"expected RawSpikes\(bits, ranges\) \(RawSpikes.from_batch\(batch\) "
+                                              r"of a batch .*got dict"):
         model(rgb, {"spike_bits": raw["spike_bits"]}, flows)
+    # voxels would bypass the learnable decays: refused, not silently taken
+    with pytest.raises(ModelInputError, match=r"got Tensor; a model fed precomputed voxels needs spike_input='voxels'"):
+        model(rgb, torch.zeros(1, 2, BINS, 32, 32, dtype=torch.float64), flows)
     with pytest.raises(ModelInputError, match=r"the batch has no \['spike_bin_ranges'\]; build the dataset with "
                                               r"spike_input='raw'"):
         RawSpikes.from_batch(raw)
