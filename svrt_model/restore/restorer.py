@@ -9,7 +9,10 @@ are exactly the protocol's) and puts each sequence back together in frame order 
 (:func:`svrt_model.metrics.to_uint8`), what PNGs hold and what metrics measure.
 
 A model here is any callable ``model(rgb, spikes) -> (B, T, 3, H, W)`` with ``rgb`` ``(B, T, 3, H, W)`` in
-``[0, 1]`` and ``spikes`` ``(B, T, K, Hs, Ws)`` (None for RGB-only input), e.g. ``VRTSpike``.
+``[0, 1]`` and ``spikes`` voxels ``(B, T, K, Hs, Ws)``, packed bits as
+:class:`~svrt_model.spike.inputs.RawSpikes` (what ``SpikeTransform(raw_output="bits")`` leaves in a batch;
+tiles are cut from the unpacked bits and packed again, :mod:`svrt_model.restore.packed`), or None for
+RGB-only input; e.g. ``VRTSpike``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from svrt_errors import StoreError, SvrtValueError
 from svrt_model.errors import ModelInputError
 from svrt_model.metrics import to_uint8
 from svrt_model.precision import precision_context
+from svrt_model.restore.packed import pack_bits, unpack_bits
 from svrt_model.restore.tiling import InputRules, Tile, axis_plan, mirror_index, with_clip_len
+from svrt_model.spike.inputs import RawSpikes
 from svrt_model.vrt import VRT
 
 __all__ = [
@@ -50,8 +55,8 @@ __all__ = [
     "restore_split",
 ]
 
-RestoreModel = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-"""``model(rgb (B, T, 3, H, W), spikes (B, T, K, Hs, Ws) | None) -> (B, T, 3, H, W)``."""
+RestoreModel = Callable[[torch.Tensor, "torch.Tensor | RawSpikes | None"], torch.Tensor]
+"""``model(rgb (B, T, 3, H, W), spikes (B, T, K, Hs, Ws) | RawSpikes | None) -> (B, T, 3, H, W)``."""
 
 
 @dataclass
@@ -138,8 +143,14 @@ def _check_clip(rgb: Any, spikes: Any, batch_size: Any) -> None:
     if not isinstance(rgb, torch.Tensor) or rgb.dim() != 5 or rgb.shape[2] != 3 or not rgb.is_floating_point():
         got = f"{rgb.dtype} {tuple(rgb.shape)}" if isinstance(rgb, torch.Tensor) else type(rgb).__name__
         raise ModelInputError(f"restore_clip: rgb must be float frames (B, T, 3, H, W), got {got}")
-    if spikes is not None and (not isinstance(spikes, torch.Tensor) or spikes.dim() != 5
-                               or spikes.shape[:2] != rgb.shape[:2]):
+    if isinstance(spikes, RawSpikes):
+        bits, ranges = spikes.bits, spikes.ranges
+        if bits.dim() != 4 or bits.shape[0] != rgb.shape[0] or ranges.dim() != 4 or ranges.shape[:2] != rgb.shape[:2]:
+            raise ModelInputError(f"restore_clip: RawSpikes need bits (B, S, Hs, Ws/8) and ranges (B, T, K, 2) with "
+                                  f"the frames' B, T = {tuple(rgb.shape[:2])}, got {tuple(bits.shape)} and "
+                                  f"{tuple(ranges.shape)}")
+    elif spikes is not None and (not isinstance(spikes, torch.Tensor) or spikes.dim() != 5
+                                 or spikes.shape[:2] != rgb.shape[:2]):
         got = tuple(spikes.shape) if isinstance(spikes, torch.Tensor) else type(spikes).__name__
         raise ModelInputError(f"restore_clip: spikes must be (B, T, K, Hs, Ws) with the frames' B, T = "
                               f"{tuple(rgb.shape[:2])}, got {got}")
@@ -150,7 +161,7 @@ def _check_clip(rgb: Any, spikes: Any, batch_size: Any) -> None:
 def restore_clip(
     model: RestoreModel,
     rgb: torch.Tensor,
-    spikes: torch.Tensor | None,
+    spikes: torch.Tensor | RawSpikes | None,
     *,
     tile: Tile | None,
     rules: InputRules,
@@ -164,7 +175,7 @@ def restore_clip(
         model: see the module docstring.
         rgb: ``(B, T, 3, H, W)`` float in ``[0, 1]``, on the model's device (half precision is taken as
             float32; ``precision`` decides how the model computes).
-        spikes: ``(B, T, K, Hs, Ws)`` or None.
+        spikes: ``(B, T, K, Hs, Ws)``, :class:`RawSpikes` or None.
         tile: patch sizes (``tile.frames == 0`` also pads the clip to ``rules.frame_multiple`` frames, as the
             untiled protocol does); None: untiled.
         rules: what the model accepts (:func:`input_rules`).
@@ -177,6 +188,10 @@ def restore_clip(
     """
     tile = tile or Tile(0, 0, 0, 0, 0)
     _check_clip(rgb, spikes, batch_size)
+    ranges = None
+    if isinstance(spikes, RawSpikes):  # tiles of packed rows are cut from the unpacked bits
+        ranges = spikes.ranges
+        spikes = unpack_bits(spikes.bits, spikes.width)  # B S Hs Ws
     b, t, _, h, w = rgb.shape
     if spike_scale is None:
         hs, ws = (spikes.shape[-2], spikes.shape[-1]) if spikes is not None else (h, w)
@@ -184,7 +199,11 @@ def restore_clip(
     sy, sx = spike_scale
     frame_multiple = rules.frame_multiple if tile.frames == 0 else 1
     t_pad = -(-max(t, rules.min_frames) // frame_multiple) * frame_multiple
-    rgb, spikes = _pad_frames(_full_float(rgb), t_pad), _pad_frames(_full_float(spikes), t_pad)
+    rgb = _pad_frames(_full_float(rgb), t_pad)
+    if ranges is None:
+        spikes = _pad_frames(_full_float(spikes), t_pad)
+    else:  # padded frames repeat their bins' frame ranges; the bits stay as they are
+        ranges = _pad_frames(ranges, t_pad)
     py = axis_plan(h, tile.height, tile.overlap, sy, multiple=rules.size_multiple, minimum=rules.min_size[0],
                    axis="height")
     px = axis_plan(w, tile.width, tile.overlap, sx, multiple=rules.size_multiple, minimum=rules.min_size[1],
@@ -204,6 +223,9 @@ def restore_clip(
         if spikes is not None:
             spk_in = torch.cat([_patch(spikes, py.spike_starts[i], px.spike_starts[j], py.spike_size, px.spike_size,
                                        siy, six) for i, j in group])
+        if ranges is not None:
+            width = spk_in.shape[-1]
+            spk_in = RawSpikes(pack_bits(spk_in), ranges.repeat(len(group), 1, 1, 1), width if width % 8 else None)
         with torch.inference_mode(), precision_context(precision, dev):
             out = model(rgb_in, spk_in)
         out = out.float()[:, :t, :, : py.size, : px.size].unflatten(0, (len(group), b))  # n B T 3 h w
@@ -236,7 +258,8 @@ def restore_sequences(
     inputs: dict[str, dict[str, torch.Tensor]] = {}
     for batch in clips:
         x = transform(move_batch(batch, device))
-        out = restore_clip(model, x["blur"], x.get("spikes"), tile=tile, rules=rules, batch_size=batch_size,
+        spikes = RawSpikes.from_batch(x) if "spike_bin_ranges" in x else x.get("spikes")
+        out = restore_clip(model, x["blur"], spikes, tile=tile, rules=rules, batch_size=batch_size,
                            precision=precision)
         assembler.add(out, batch["sequence"], batch["frames"])
         for bi, key in enumerate(batch["sequence"]):

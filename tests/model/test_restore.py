@@ -293,3 +293,51 @@ def test_vrt_rules_keep_spynet_above_32_pixels():
     with pytest.raises(RuntimeError, match="sizes should be greater than 0"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedSpyNetWarning)
         small(torch.rand(1, 2, 3, 32, 32))  # what the rule prevents: SpyNet's pyramid runs out
+
+
+# -- raw bits (RawSpikes) ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("width", [8, 29, 64])
+def test_pack_and_unpack_bits_match_the_numpy_reference(width):
+    from svrt_data.spike_io import pack_frames, unpack_frames
+    from svrt_model.restore.packed import pack_bits, unpack_bits
+
+    packed = np.random.default_rng(width).integers(0, 256, (2, 3, 5, -(-width // 8)), dtype=np.uint8)
+    planes = unpack_bits(torch.from_numpy(packed), width)
+    np.testing.assert_array_equal(planes.numpy(), unpack_frames(packed, width))
+    np.testing.assert_array_equal(pack_bits(planes).numpy(), pack_frames(unpack_frames(packed, width)))
+    with pytest.raises(SvrtValueError, match="width 9 does not fit rows of 1 bytes"):
+        unpack_bits(torch.zeros(1, 1, dtype=torch.uint8), 9)
+
+
+class RawStencil(StencilModel):
+    """The stencil model fed packed bits: voxels accumulated with gamma = 1 are the stored counts."""
+
+    def __init__(self, radius: int, bins: int) -> None:
+        super().__init__(radius, spike_weight=0.3)
+        from svrt_model.spike.accumulator import SpikeAccumulator
+
+        self.accumulator = SpikeAccumulator(bins)
+        self.widths: list[int | None] = []
+
+    def forward(self, rgb, spikes):
+        self.widths.append(spikes.width)
+        return super().forward(rgb, self.accumulator(spikes.bits, spikes.ranges, width=spikes.width))
+
+
+@pytest.mark.parametrize(("patch_width", "widths"), [(48, {None}), (40, {20})])
+def test_raw_bits_are_tiled_like_voxels(synth_store, patch_width, widths):
+    """Patches whose spike x offsets are not byte aligned (x starts 0, 40, 80 -> spike 0, 20, 40; or 0, 32, 64,
+    88 -> 0, 16, 32, 44) and widths of 24 or 20 spike px: the packed tiles give exactly the restoration of the
+    stored voxels."""
+    tile = Tile(frames=3, height=32, width=patch_width, frame_overlap=1, overlap=8)
+    (a,) = restore_split(StencilModel(radius=2, spike_weight=0.3), synth_store, "test", tile=tile, transform=VOXELS,
+                         rules=RULES, progress=False)
+    model = RawStencil(radius=2, bins=8)
+    bits = SpikeTransform(spike_input="raw", bins=8, raw_output="bits", log1p=False)
+    (b,) = restore_split(model, synth_store, "test", tile=tile, transform=bits, rules=RULES, progress=False)
+    assert torch.equal(a.output, b.output)
+    assert set(model.widths) == widths  # 24-px tiles are 3 whole bytes; 20-px tiles say their width
+    (c,) = restore_split(model, synth_store, "test", tile=None, transform=bits, rules=RULES, progress=False)
+    (d,) = restore_split(StencilModel(radius=2, spike_weight=0.3), synth_store, "test", tile=None, transform=VOXELS,
+                         rules=RULES, progress=False)
+    assert torch.equal(c.output, d.output)  # untiled: frames padded to 8, their bin ranges repeated
