@@ -6,10 +6,12 @@ Parts: the VRT backbone (``vrt.*``, SpyNet included), the spike encoder (``spike
 
 The activation estimate runs one training forward of the model on the ``meta`` device (shapes only:
 nothing is allocated or computed) and adds up the distinct storages autograd saves for backward,
-attributing each to the part whose module saved it. That is the memory a training step holds when its
-backward starts, without gradient checkpointing, in float32, for the given clip; it excludes
-parameters, gradients, optimizer state (reported separately) and the short-lived temporaries of
-single operations. Under bf16 autocast most saved tensors take half the bytes.
+attributing each to the part whose module saved it. Attention is accounted as the CUDA fused kernels
+keep it (inputs, output and log-sum-exp; not the attention matrix the CPU's math path keeps). That is
+the memory a training step holds when its backward starts on a GPU, without gradient checkpointing,
+in float32, for the given clip; it excludes parameters, gradients, optimizer state (reported
+separately) and the short-lived temporaries of single operations. Under bf16 autocast most saved
+tensors take half the bytes.
 """
 
 from __future__ import annotations
@@ -82,9 +84,9 @@ class ModelSummary:
         lines.append(f"parameters + gradients + AdamW state (float32): {training_gib:.3f} GiB")
         if self.activation_bytes is not None:
             lines.append(
-                "activations: distinct storages autograd keeps for backward after one training forward without "
-                "gradient checkpointing, float32 (bf16 autocast stores most in half the bytes), traced on the meta "
-                "device"
+                "activations: distinct storages autograd keeps for backward after one training forward on a GPU "
+                "(fused attention kernels), without gradient checkpointing, float32 (bf16 autocast stores most in "
+                "half the bytes); traced on the meta device"
             )
         return "\n".join(lines)
 
@@ -175,6 +177,7 @@ def summarize(
         params[_part_of(name)] += p.numel()
     saved = None
     if activations:
+        model.set_grad_checkpointing("none")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UntrainedSpyNetWarning)
             saved = _saved_activations(model.train(), (batch, t, h, w), spike_size)

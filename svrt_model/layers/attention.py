@@ -82,6 +82,11 @@ def _sdpa_call(
     call inside failed in inductor on CUDA (torch 2.11, an AssertionError). Compiled attention cores
     graph-break here instead, so the data movement around attention (norm, roll, window partition, head
     padding, output projection) still fuses."""
+    if q.device.type == "meta":  # shape / memory tracing: keep for backward what the CUDA fused kernel keeps
+        lse = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        if bias is not None:
+            bias = bias.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+        return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, lse, scale=scale)[0]
     short = max(q.shape[-2], k.shape[-2]) <= _SHORT_WINDOW
     with sdpa_kernel(_SDPA_BACKENDS_SHORT if short else _SDPA_BACKENDS, set_priority=True):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)

@@ -27,9 +27,10 @@ def test_parameter_counts_add_up_per_part() -> None:
     assert result.activation_bytes is None
 
 
-def test_activation_estimate_matches_a_real_forward_and_scales_with_the_clip() -> None:
-    """The meta-device trace counts what a real CPU training forward saves, to within 1% (the CPU picks
-    other attention kernels for a few calls), and grows with the clip area."""
+def test_activation_estimate_against_a_real_forward_and_the_clip_size() -> None:
+    """The meta-device trace counts exactly what a real CPU forward saves where both run the same kernels
+    (the 3D-conv encoder), less than the CPU's math attention keeps (it saves the attention matrices, the
+    GPU's fused kernels do not), and grows with the clip area."""
     cfg = micro_config(frames=2)
     result = summarize(cfg, clip=(2, 64, 64), spike_size=(32, 32))
     parts = {p.name: p.activation_bytes for p in result.parts}
@@ -37,17 +38,23 @@ def test_activation_estimate_matches_a_real_forward_and_scales_with_the_clip() -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedSpyNetWarning)
         model = VRTSpike(cfg).train()
-    seen, total = set(), [0]
+    model.set_grad_checkpointing("none")
+    seen, total, encoder = set(), [0], [0]
 
     def pack(x: torch.Tensor) -> torch.Tensor:
         if x.untyped_storage().data_ptr() not in seen:
             seen.add(x.untyped_storage().data_ptr())
             total[0] += x.untyped_storage().nbytes()
+            encoder[0] += x.untyped_storage().nbytes() if inside[0] else 0
         return x
 
+    inside = [False]
+    model.spike_encoder.register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
+    model.spike_encoder.register_forward_hook(lambda *_: inside.__setitem__(0, False))
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x), warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedSpyNetWarning)
         model(torch.rand(1, 2, 3, 64, 64), torch.rand(1, 2, 4, 32, 32))
-    assert abs(total[0] - result.activation_bytes) <= 0.01 * total[0]
+    assert encoder[0] == parts["spike encoder"]
+    assert result.activation_bytes < total[0]
     bigger = summarize(cfg, clip=(2, 128, 128), spike_size=(64, 64))
     assert 3.5 < bigger.activation_bytes / result.activation_bytes < 4.5
