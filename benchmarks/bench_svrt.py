@@ -272,6 +272,26 @@ def format_table(results: list[dict[str, object]], markdown: bool = False) -> st
     return "\n".join([fmt.format(*head), "-" * (sum(widths) + 2 * len(widths))] + [fmt.format(*r) for r in rows])
 
 
+def target_verdict(results: list[dict[str, object]]) -> str:
+    """The fastest bf16 training row within 28.7 GiB and the fastest bf16 forward, against the targets."""
+    bf16 = [r for r in results if str(r["row"]).startswith("bf16") and "train_ms" in r]
+    fitting = [r for r in bf16 if r["train_gib"] <= 28.7]
+    lines = []
+    if fitting:
+        best = min(fitting, key=lambda r: r["train_ms"])
+        met = "MET" if best["train_ms"] <= 600 else "NOT MET"
+        lines.append(f"training: fastest bf16 row within 28.7 GiB: {best['row']} {best['train_ms']:.1f} ms at "
+                     f"{best['train_gib']:.2f} GiB (target <= 600 ms): {met}")
+    else:
+        lines.append("training: no bf16 row within 28.7 GiB: NOT MET")
+    fwd = [r for r in bf16 if r.get("forward_ms") is not None]
+    if fwd:
+        best = min(fwd, key=lambda r: r["forward_ms"])
+        met = "MET" if best["forward_ms"] <= 200 else "NOT MET"
+        lines.append(f"forward: fastest bf16 row: {best['row']} {best['forward_ms']:.1f} ms (target <= 200 ms): {met}")
+    return "\n".join(lines)
+
+
 def stage_breakdown(model: VRTSpike, precision: str, iters: int) -> list[tuple[str, float]]:
     """Median forward time of each stage (CUDA events around the modules, eager inference)."""
     configure(model, parse_row(f"{precision}:none:full"))
@@ -377,12 +397,13 @@ def main() -> None:
         breakdown = stage_breakdown(model, args.breakdown_precision, args.iters)
     print(format_table(results))
     print(TARGETS)
+    print(target_verdict(results))
     if breakdown:
         print()
         print(format_breakdown(breakdown, args.breakdown_precision))
     if args.out:
         md = [f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", "", format_table(results, True), "",
-              TARGETS]
+              TARGETS, "", target_verdict(results)]
         if breakdown:
             md += ["", format_breakdown(breakdown, args.breakdown_precision, True)]
         (args.out / "table.md").write_text("\n".join(md) + "\n")

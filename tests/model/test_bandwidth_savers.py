@@ -4,6 +4,7 @@ fewer saved bytes, and grouped shifted-window masks equal to per-window masks.""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -15,26 +16,40 @@ from svrt_model.layers.attention import window_attention
 from svrt_model.layers.window import mask_groups, masked_windows, shifted_window_mask
 from svrt_model.vrt import BANDWIDTH_SAVERS
 from tests.model.golden import micro_model
+from tests.model.spike_reference import inputs, micro_config
 
 
-def _run(model: VRT, x: torch.Tensor, savers: str, policy: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _small_vrt() -> VRT:
+    """VRT with 4x4 windows (32x32 frames), 2 blocks per stage, stochastic depth 0.3, random offset heads."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(micro_config(frames=3).vrt, drop_path_rate=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        model = VRT(cfg).double()
+    with torch.no_grad():
+        for i in range(1, 8):
+            torch.nn.init.normal_(getattr(model, f"stage{i}").pa_deform.conv_offset[-1].weight, std=0.05)
+    return model
+
+
+def _run(model: VRT, x: torch.Tensor, flows, savers: str, policy: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
     model.set_bandwidth_savers(savers)
     model.set_grad_checkpointing(policy)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(11)  # the same stochastic-depth draws
-    out = model(x)
+    out = model(x, flows)
     (out * out.detach().sin()).sum().backward()
     return out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
 
 @pytest.mark.parametrize(("savers", "policy"), [("all", "none"), ("residual+mask-groups", "ffn+attn-mutual+attn8")])
 def test_savers_change_no_number_in_training(savers: str, policy: str) -> None:
-    """Stochastic depth on, T=3 (padded to 4 in the mutual windows): every saver path runs (clips of a
-    batch: the grouped-mask test)."""
-    model = micro_model(drop_path_rate=0.3).train()
-    x = torch.rand(1, 3, 3, 64, 64, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    out_a, grads_a = _run(model, x, "none", "none")
-    out_b, grads_b = _run(model, x, savers, policy)
+    """Stochastic depth on, T=3 (padded to 4 in the mutual windows), shifted windows at stages 1-3 and 5-8:
+    every saver path runs (clips of a batch: the grouped-mask test)."""
+    model = _small_vrt().train()
+    x, _, flows = inputs(1, 3, 32, 32, 4)
+    out_a, grads_a = _run(model, x, flows, "none", "none")
+    out_b, grads_b = _run(model, x, flows, savers, policy)
     torch.testing.assert_close(out_b, out_a, rtol=1e-12, atol=1e-12)
     assert len(grads_a) == len(grads_b) > 100
     for a, b in zip(grads_a, grads_b, strict=True):
