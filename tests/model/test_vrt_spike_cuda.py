@@ -12,7 +12,7 @@ import torch
 
 from svrt_model import svrt_tiny
 from svrt_model.spike.temporal_mha import fused_attention, map_pixel_chunks, reference_attention
-from tests.model.spike_reference import build, inputs
+from tests.model.spike_reference import build, golden_model, inputs
 
 pytestmark = pytest.mark.needs_cuda
 
@@ -196,3 +196,25 @@ def test_compiled_backbone_cores_with_grouped_masks(tiny_cuda) -> None:
     for name in grads:
         if not name.startswith("vrt.spynet"):
             assert _rel(c_grads[name], grads[name]) <= 1e-4, name
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_golden_parity_on_the_gpu(shared_dir, impl: str) -> None:
+    """The original's golden output on CUDA: float64 to 1e-8 (given flows), float32 to 1e-5 relative (SpyNet
+    flows; given flows of several pixels make "nearest4" pre-alignment round differently in float32)."""
+    model, golden = golden_model(shared_dir, impl, device=DEV)
+    rgb, spikes = golden["rgb"].to(DEV), golden["spikes"].to(DEV)
+    ref = golden["runs"]["given"]
+    flows = ([f.to(DEV) for f in ref["flows_backward"]], [f.to(DEV) for f in ref["flows_forward"]])
+    with torch.no_grad():
+        out = model(rgb, spikes, flows)
+    assert (out.cpu() - ref["output"]).abs().max().item() <= 1e-8
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        model = model.float()
+        with torch.no_grad():
+            out32 = model(rgb.float(), spikes.float())
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert _rel(out32, golden["runs"]["spynet"]["output"].to(DEV)) <= 1e-5
