@@ -93,6 +93,7 @@ class VRT(nn.Module):
                 reshape=_RESHAPES[i], mul_attn_ratio=config.mul_attn_ratio, mlp_ratio=config.mlp_ratio,
                 qkv_bias=config.qkv_bias, qk_scale=config.qk_scale, drop_path=rates[starts[i]:starts[i + 1]],
                 deformable_groups=config.deformable_groups, max_residue_magnitude=10 / STAGE_SCALES[i],
+                alignment=config.alignment,
             )
             self.add_module(f"stage{i + 1}", stage)
         c6, c7 = dims[NUM_FEATURE_STAGES - 1], dims[NUM_FEATURE_STAGES]
@@ -236,7 +237,9 @@ class VRT(nn.Module):
                 block.compile_parts(attn="attn" in chosen, ffn="ffn" in chosen)
 
     def set_deform_conv_backend(self, backend: str) -> None:
-        """Backend of :func:`kernels.deform_conv.deform_conv2d` for every alignment (``"auto"`` default)."""
+        """Backend of every alignment's op (``"auto"`` default): :func:`kernels.deform_conv.deform_conv2d`
+        (``"reference"`` or ``"cuda"``), or :func:`kernels.deform_attn.deform_attn` with
+        ``alignment="deform_attn"`` (where ``"reference"`` means its torch path)."""
         for i in range(NUM_FEATURE_STAGES):
             getattr(self, f"stage{i + 1}").pa_deform.backend = backend
 
