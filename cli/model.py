@@ -1,4 +1,4 @@
-"""``svrt-model``: train, evaluate, run and profile VRT / VRT+Spike.
+"""``svrt-model``: train, evaluate, run, profile and summarize VRT / VRT+Spike.
 
 torch is imported inside the commands only: ``svrt-model --help`` must not import it.
 """
@@ -185,6 +185,43 @@ def infer(checkpoint: str, store: str | None, split: str | None, raw: str | None
                                use_ema=ema, voxel_mode=voxel_mode, overwrite=overwrite, num_workers=workers)
     for f in folders:
         click.echo(f"wrote {f} ({sum(1 for p in f.iterdir() if p.suffix == '.png')} frames)")
+
+
+SPIKE_PRESETS = ("svrt_base", "svrt_tiny")
+
+
+def _clip(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"expected TxHxW such as 5x256x256, got {text!r}", param_hint="--clip")
+    t, h, w = (int(p) for p in parts)
+    return t, h, w
+
+
+@main.command()
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--preset", type=click.Choice(SPIKE_PRESETS), default=None,
+              help="A VRTSpike preset instead of CONFIG_FILE (a YAML mapping of VRTSpikeConfig fields).")
+@click.option("--clip", "clip_text", default=None, metavar="TxHxW",
+              help="RGB clip for the activation estimate (default: the config's vrt.img_size).")
+@click.option("--spike-size", "spike_text", default=None, metavar="HxW", help="Spike voxel size (default: RGB size).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--activations/--no-activations", default=True, show_default=True,
+              help="Trace a training forward on the meta device to estimate saved activations.")
+@library_errors
+def summary(config_file: str | None, preset: str | None, clip_text: str | None, spike_text: str | None, batch: int,
+            activations: bool) -> None:
+    """Parameters per part (VRT, spike encoder, temporal attention, fusion) and activation memory of a clip."""
+    from svrt_model.summary import summarize
+    from svrt_model.vrt_spike_config import load_config, svrt_base, svrt_tiny
+
+    if (config_file is None) == (preset is None):
+        raise click.UsageError("give either CONFIG_FILE or --preset (one of them)")
+    cfg = load_config(config_file) if config_file else {"svrt_base": svrt_base, "svrt_tiny": svrt_tiny}[preset]()
+    clip = _clip(clip_text) if clip_text else None
+    spike_size = parse_size(spike_text, "--spike-size") if spike_text else None
+    result = summarize(cfg, clip=clip, batch=batch, spike_size=spike_size, activations=activations)
+    click.echo(result.format(title=preset or config_file))
 
 
 if __name__ == "__main__":  # `python -m cli.model` (e.g. under torchrun -m)
