@@ -23,9 +23,9 @@ __version__ = "0.1.0"
 
 # Names that need torch load on first use (PEP 562), so `import svrt_data` never imports torch.
 _LAZY = {
-    "SpikeDeblurDataset": "svrt_data.dataset",
-    "make_loader": "svrt_data.dataset",
-    "SpikeTransform": "svrt_data.spike_transform",
+    "SpikeDeblurDataset": "svrt_data.loader.dataset",
+    "make_loader": "svrt_data.loader.dataset",
+    "SpikeTransform": "svrt_data.loader.spike_transform",
 }
 
 

@@ -20,8 +20,9 @@ torch = pytest.importorskip("torch")
 
 from pipelines.voxelize_job import voxelize_dataset  # noqa: E402
 from svrt_data.align import PerFrameFiles, build_align_log, write_align_log  # noqa: E402
-from svrt_data.clip_geometry import Dihedral  # noqa: E402
-from svrt_data.dataset import (  # noqa: E402
+from svrt_data.geometry import Geometry  # noqa: E402
+from svrt_data.loader.clip_geometry import Dihedral  # noqa: E402
+from svrt_data.loader.dataset import (  # noqa: E402
     ClipKey,
     ClipSampler,
     SequenceAssembler,
@@ -30,7 +31,6 @@ from svrt_data.dataset import (  # noqa: E402
     make_loader,
     move_batch,
 )
-from svrt_data.geometry import Geometry  # noqa: E402
 from svrt_data.spike_io import write_dat  # noqa: E402
 from svrt_data.voxelize import voxelize  # noqa: E402
 from svrt_errors import IncompleteSequenceError, StoreError, StoreLayoutError, SvrtValueError  # noqa: E402
@@ -292,7 +292,7 @@ def test_worker_batches_are_their_shared_ring_buffers(store, monkeypatch, spike_
     copied into fresh shared memory by the sender.)"""
     from types import SimpleNamespace
 
-    from svrt_data import dataset as D
+    from svrt_data.loader import dataset as D
 
     ds = SpikeDeblurDataset(store, "train", clip_len=2, stride=1, crop=(64, 64), spike_input=spike_input, seed=8)
     monkeypatch.setattr(D.torch.utils.data, "get_worker_info", lambda: SimpleNamespace(id=0, dataset=ds))
@@ -327,7 +327,7 @@ def test_worker_batches_are_their_shared_ring_buffers(store, monkeypatch, spike_
 def test_main_process_releases_a_buffer_when_its_batch_is_gone():
     import gc
 
-    from svrt_data import dataset as D
+    from svrt_data.loader import dataset as D
 
     flags = D._empty((2,), torch.int32, True).fill_(1)
     shared = D._empty((3, 4), torch.float32, True).fill_(1)
@@ -515,10 +515,10 @@ def test_svrt_data_exports_the_dataset_lazily():
     import subprocess
     import sys
 
-    code = ("import sys, svrt_data, svrt_data.clip_reader, svrt_data.store.fast_reader; "
+    code = ("import sys, svrt_data, svrt_data.loader.clip_reader, svrt_data.store.fast_reader; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "from svrt_data import SpikeDeblurDataset, SpikeTransform, make_loader; "
-            "import svrt_data.dataset as d; assert SpikeDeblurDataset is d.SpikeDeblurDataset; print('ok')")
+            "import svrt_data.loader.dataset as d; assert SpikeDeblurDataset is d.SpikeDeblurDataset; print('ok')")
     root = Path(__file__).resolve().parents[1]
     res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr

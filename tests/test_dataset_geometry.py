@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from svrt_data.clip_geometry import AxisScale, Dihedral, flip_packed_x, shift_packed, transpose_packed
-from svrt_data.clip_plan import ClipPlan, SequenceShape
+from svrt_data.loader.clip_geometry import AxisScale, Dihedral, flip_packed_x, shift_packed, transpose_packed
+from svrt_data.loader.clip_plan import ClipPlan, SequenceShape
 from svrt_errors import SvrtValueError
 
 ALL = [Dihedral(*map(bool, c)) for c in itertools.product((0, 1), repeat=3)]

@@ -6,7 +6,7 @@ returns plain, picklable :class:`SequenceInfo` records. :class:`ClipReader` hold
 until its first read; then it opens one array reader per array it needs (the chunk-aligned
 :class:`~svrt_data.store.fast_reader.ShardedArrayReader`, or zarr itself with ``reader="zarr"``), in
 the process that reads. It writes each crop straight into its flipped/transposed place in the output
-(:meth:`~svrt_data.clip_geometry.Dihedral.write_view`), so a clip costs one decode and one copy per
+(:meth:`~svrt_data.loader.clip_geometry.Dihedral.write_view`), so a clip costs one decode and one copy per
 chunk it touches.
 """
 
@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from svrt_data.clip_geometry import shift_packed
-from svrt_data.clip_plan import ClipSpec, SequenceShape
+from svrt_data.loader.clip_geometry import shift_packed
+from svrt_data.loader.clip_plan import ClipSpec, SequenceShape
 from svrt_data.store.fast_reader import ArrayMeta, ChunkCache, ShardedArrayReader, ZarrArrayReader, parse_array_meta
 from svrt_errors import IncompleteSequenceError, StoreError, StoreLayoutError, SvrtValueError
 
@@ -183,7 +183,7 @@ def scan_store(
 
 
 class ClipReader:
-    """Reads :class:`~svrt_data.clip_plan.ClipSpec` clips of checked sequences into NumPy arrays.
+    """Reads :class:`~svrt_data.loader.clip_plan.ClipSpec` clips of checked sequences into NumPy arrays.
 
     Args:
         sequences: from :func:`scan_store`.
@@ -196,7 +196,7 @@ class ClipReader:
     Output of :meth:`read` (shapes for a clip of T frames, output crop h x w, spike crop hs x ws):
     ``blur``/``sharp`` ``uint8 (T, 3, h, w)``; ``spikes`` ``(T, K, hs, ws)`` (the store's voxel dtype);
     raw: ``spike_bits`` ``uint8 (max_spike_frames, hs, ws / 8)``, ``spike_windows`` ``float64 (T, 2)`` and
-    ``spike_len`` (see :mod:`svrt_data.dataset` for the format).
+    ``spike_len`` (see :mod:`svrt_data.loader.dataset` for the format).
     """
 
     def __init__(

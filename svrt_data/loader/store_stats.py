@@ -1,9 +1,9 @@
 """Voxel statistics of a store, for mean/std normalisation at load time (never stored in the store).
 
 :func:`store_voxel_stats` feeds a deterministic sample of whole frames of one split into
-:class:`~svrt_data.transforms.VoxelStats`: the stored voxels, or, for another K (raw input re-binned on
+:class:`~svrt_data.loader.transforms.VoxelStats`: the stored voxels, or, for another K (raw input re-binned on
 the GPU), the stored spikes voxelized at that K on the host. With ``log1p`` the statistics describe
-``log1p(voxels)``, as :class:`~svrt_data.spike_transform.SpikeTransform` normalises after ``log1p``.
+``log1p(voxels)``, as :class:`~svrt_data.loader.spike_transform.SpikeTransform` normalises after ``log1p``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from svrt_data.clip_reader import scan_store
+from svrt_data.loader.clip_reader import scan_store
+from svrt_data.loader.transforms import VoxelStats
+from svrt_data.loader.transforms import log1p as log1p_fn
 from svrt_data.store.fast_reader import ShardedArrayReader
-from svrt_data.transforms import VoxelStats
-from svrt_data.transforms import log1p as log1p_fn
 from svrt_errors import SvrtValueError
 
 __all__ = ["store_voxel_stats"]

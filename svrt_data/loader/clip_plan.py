@@ -10,13 +10,13 @@ slot ``j`` covers first frames ``[j * stride, min((j + 1) * stride - 1, N - T)]`
 frame is drawn uniformly in it (``jitter=True``; otherwise it is the slot's first). One epoch serves
 every slot once, so every frame is equally likely to be seen, and each clip is ``T`` consecutive
 frames, in time order. The crop offset is drawn uniformly on the scale grid
-(:mod:`svrt_data.clip_geometry`), and the flips / transpose each with probability 1/2 (``augment``
+(:mod:`svrt_data.loader.clip_geometry`), and the flips / transpose each with probability 1/2 (``augment``
 ``"dihedral"``: all 8 symmetries; ``"flips"``: the 4 without transposition; ``"none"``).
 
 **Evaluation** (``mode="eval"``). No randomness: clips start at ``0, stride, 2 stride, ...`` and one more
 clip is aligned to the end (first frame ``N - T``) when the last regular one stops short of it, so
 every frame is in at least one clip. With ``stride < T`` or the end-aligned clip, frames appear in
-several clips (see :class:`svrt_data.dataset.SequenceAssembler`). Frames are full, or a crop centred
+several clips (see :class:`svrt_data.loader.dataset.SequenceAssembler`). Frames are full, or a crop centred
 on the scale grid when ``crop`` is given.
 
 Random draws per clip, in this order, from ``numpy.random.default_rng([seed, epoch, index])``: the
@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from svrt_data.clip_geometry import IDENTITY, AxisScale, Dihedral
+from svrt_data.loader.clip_geometry import IDENTITY, AxisScale, Dihedral
 from svrt_errors import SvrtValueError
 
 __all__ = ["AUGMENTS", "ClipSpec", "ClipPlan", "SequenceShape"]

@@ -1,8 +1,8 @@
 """Training and evaluation clips from an svrt Zarr store, as a torch Dataset, and the loader recipe.
 
 ``SpikeDeblurDataset(store, split, clip_len=5, crop=256)`` serves clips of ``T = clip_len`` consecutive
-frames (which clips, and every random choice: :mod:`svrt_data.clip_plan`; reading:
-:mod:`svrt_data.clip_reader`). Everything is checked when the dataset is built; workers only read.
+frames (which clips, and every random choice: :mod:`svrt_data.loader.clip_plan`; reading:
+:mod:`svrt_data.loader.clip_reader`). Everything is checked when the dataset is built; workers only read.
 
 An item is a dict (T frames; output crop ``h x w``; its spike crop ``hs x ws``; K voxel bins):
 
@@ -35,7 +35,7 @@ key                 shape, dtype               meaning
 ``index, epoch``    int                        the clip's number and epoch
 ==================  =========================  ===================================================
 
-Stored uint8 stays uint8 until the GPU; :class:`svrt_data.spike_transform.SpikeTransform` converts,
+Stored uint8 stays uint8 until the GPU; :class:`svrt_data.loader.spike_transform.SpikeTransform` converts,
 normalises and (for raw input) re-bins there. Voxelizing ``spike_bits[:spike_len]`` with the
 windows ``spike_windows + spike_first`` and ``first_frame=spike_first`` (what ``SpikeTransform`` does)
 gives exactly the stored voxels (the spatial transforms commute with binning).
@@ -64,8 +64,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from svrt_data.clip_plan import AUGMENTS, ClipPlan, ClipSpec
-from svrt_data.clip_reader import ClipReader, SequenceInfo, scan_store
+from svrt_data.loader.clip_plan import AUGMENTS, ClipPlan, ClipSpec
+from svrt_data.loader.clip_reader import ClipReader, SequenceInfo, scan_store
 from svrt_errors import SvrtValueError
 
 __all__ = [

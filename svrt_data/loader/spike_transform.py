@@ -1,13 +1,13 @@
 """``SpikeTransform``: the batch-side half of the loader, run after the batch reaches its device.
 
 Items stay uint8 through the workers, pinned memory and the host-to-device copy (4x less to move
-than float32); this module turns a batch from :func:`svrt_data.dataset.collate_clips` (moved with
-:func:`svrt_data.dataset.move_batch`) into model input, on the GPU or the CPU alike:
+than float32); this module turns a batch from :func:`svrt_data.loader.dataset.collate_clips` (moved with
+:func:`svrt_data.loader.dataset.move_batch`) into model input, on the GPU or the CPU alike:
 
 - ``blur``/``sharp``: ``uint8 (B, T, 3, H, W)`` -> float ``x * rgb_scale`` (``[0, 1]`` by default);
 - ``spikes`` (voxel input): ``(B, T, K, Hs, Ws)`` -> float, ``log1p`` (optional), then
   ``(x - mean) / max(std, eps)`` with scalar or per-bin statistics (given, or from a store:
-  :meth:`SpikeTransform.from_store`); the same steps as :mod:`svrt_data.transforms`, whose functions
+  :meth:`SpikeTransform.from_store`); the same steps as :mod:`svrt_data.loader.transforms`, whose functions
   this module calls (the statistics are kept as module buffers so no step copies them per batch);
 - raw input, ``raw_output="voxels"``: ``spike_bits`` are re-binned into ``spikes`` with
   :func:`svrt_data.voxelize.voxelize` (CuPy kernels for CUDA tensors, Numba on the CPU; any K), one
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from svrt_data.transforms import VoxelStats, log1p, to_float
+from svrt_data.loader.transforms import VoxelStats, log1p, to_float
 from svrt_errors import SvrtValueError
 
 __all__ = ["SpikeTransform"]
@@ -58,7 +58,7 @@ class SpikeTransform(nn.Module):
         raw_output: raw input: ``"voxels"`` (re-bin) or ``"bits"`` (hand bits to a learnable accumulator).
         log1p: apply ``log1p`` to the voxels.
         mean, std: normalisation statistics (scalars or ``(K,)``), of the values after ``log1p`` when on;
-            both or neither. ``stats``: a :class:`~svrt_data.transforms.VoxelStats` instead.
+            both or neither. ``stats``: a :class:`~svrt_data.loader.transforms.VoxelStats` instead.
         eps: floor of ``std``.
         rgb_scale: factor applied to float RGB (None leaves ``blur``/``sharp`` uint8).
         dtype: float dtype of the outputs.
@@ -130,9 +130,10 @@ class SpikeTransform(nn.Module):
         rgb_scale: float | None = 1.0 / 255.0,
         dtype: torch.dtype = torch.float32,
     ) -> SpikeTransform:
-        """A transform normalised by statistics of the store's split (:func:`~svrt_data.store_stats.store_voxel_stats`;
+        """A transform normalised by statistics of the store's split
+        (:func:`~svrt_data.loader.store_stats.store_voxel_stats`;
         for raw input, of the stored spikes re-binned at ``bins``)."""
-        from svrt_data.store_stats import store_voxel_stats
+        from svrt_data.loader.store_stats import store_voxel_stats
 
         stats = None
         if not (spike_input == "raw" and raw_output == "bits"):
@@ -188,7 +189,7 @@ class SpikeTransform(nn.Module):
         return torch.from_numpy(ranges).to(bits.device, non_blocking=True)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Args: a collated batch (see :mod:`svrt_data.dataset`). Returns: a new dict (module docstring)."""
+        """Args: a collated batch (see :mod:`svrt_data.loader.dataset`). Returns: a new dict (module docstring)."""
         out = dict(batch)
         if self.rgb_scale is not None:
             for key in ("blur", "sharp"):

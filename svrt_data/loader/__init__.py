@@ -1,0 +1,1 @@
+"""The training loader: clips of an svrt store as a torch Dataset, their plan, reading, transforms and batching."""
