@@ -16,8 +16,8 @@ frames, in time order. The crop offset is drawn uniformly on the scale grid
 **Evaluation** (``mode="eval"``). No randomness: clips start at ``0, stride, 2 stride, ...`` and one more
 clip is aligned to the end (first frame ``N - T``) when the last regular one stops short of it, so
 every frame is in at least one clip. With ``stride < T`` or the end-aligned clip, frames appear in
-several clips (see :class:`svrt_data.loader.dataset.SequenceAssembler`). Frames are full, or a crop centred
-on the scale grid when ``crop`` is given.
+several clips (see :class:`svrt_data.loader.assemble.SequenceAssembler`). Frames are full, or a crop
+centred on the scale grid when ``crop`` is given.
 
 Random draws per clip, in this order, from ``numpy.random.default_rng([seed, epoch, index])``: the
 start within the slot, the three flip/transpose coin flips (always drawn, then masked by ``augment``),
@@ -35,15 +35,15 @@ import numpy as np
 from svrt_data.loader.clip_geometry import IDENTITY, AxisScale, Dihedral
 from svrt_errors import SvrtValueError
 
-__all__ = ["AUGMENTS", "ClipSpec", "ClipPlan", "SequenceShape"]
+__all__ = ["AUGMENTS", "ClipSpec", "ClipPlan", "ClipSource"]
 
 AUGMENTS = ("none", "flips", "dihedral")
 Augment = Literal["none", "flips", "dihedral"]
 
 
 @dataclass(frozen=True)
-class SequenceShape:
-    """What the plan needs of one sequence: its name, sizes and (for raw spikes) its windows."""
+class ClipSource:
+    """A sequence clips are cut from, as the plan sees it: its name, sizes and (for raw spikes) its windows."""
 
     key: str
     n_frames: int
@@ -98,7 +98,7 @@ class ClipPlan:
 
     def __init__(
         self,
-        sequences: Sequence[SequenceShape],
+        sequences: Sequence[ClipSource],
         *,
         clip_len: int,
         stride: int,
@@ -150,7 +150,7 @@ class ClipPlan:
             )
 
     # -- checks -------------------------------------------------------------------------------
-    def _check_sequence(self, s: SequenceShape) -> list[str]:
+    def _check_sequence(self, s: ClipSource) -> list[str]:
         t = self.clip_len
         h, w = s.rgb_shape
         if s.n_frames < t:

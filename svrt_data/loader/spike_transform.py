@@ -1,8 +1,8 @@
 """``SpikeTransform``: the batch-side half of the loader, run after the batch reaches its device.
 
 Items stay uint8 through the workers, pinned memory and the host-to-device copy (4x less to move
-than float32); this module turns a batch from :func:`svrt_data.loader.dataset.collate_clips` (moved with
-:func:`svrt_data.loader.dataset.move_batch`) into model input, on the GPU or the CPU alike:
+than float32); this module turns a batch from :func:`svrt_data.loader.collate.collate_clips` (moved with
+:func:`svrt_data.loader.collate.move_batch`) into model input, on the GPU or the CPU alike:
 
 - ``blur``/``sharp``: ``uint8 (B, T, 3, H, W)`` -> float ``x * rgb_scale`` (``[0, 1]`` by default);
 - ``spikes`` (voxel input): ``(B, T, K, Hs, Ws)`` -> float, ``log1p`` (optional), then
@@ -21,6 +21,16 @@ than float32); this module turns a batch from :func:`svrt_data.loader.dataset.co
   the stored counts at ``gamma = 1``). ``spike_windows`` (host, float64) stay as they came.
 
 Other keys pass through unchanged.
+
+Why this lives in the loader and not in ``svrt_model``: it has no learnable parameters. Its buffers are
+statistics measured on the data (mean/std of a store's voxels) and every step (uint8 to float,
+``log1p``, normalisation, re-binning with the store's own bin edges) is defined by the data and the
+store layout, so it is part of what a batch means, it must agree with the store it was measured on,
+and nothing in it needs gradients. The buffers make ``.to(device)`` move the statistics once and let
+the training code save them with a checkpoint. What is learnable about spikes, the accumulator
+``V_k = sum_t S_t gamma^(t_end_k - t)`` that consumes ``raw_output="bits"``, belongs to the model in
+``svrt_model``, which may import this module's contract (the import order runs ``svrt_data`` <-
+``svrt_model``), never the other way round.
 """
 
 from __future__ import annotations
@@ -49,7 +59,9 @@ def _stat_buffer(values: Any, name: str) -> torch.Tensor:
 
 
 class SpikeTransform(nn.Module):
-    """Converts a uint8 batch into model input (module docstring).
+    """Converts a uint8 batch into model input (module docstring). A data transform without learnable
+    parameters, so it belongs to the loader; the learnable accumulator for ``raw_output="bits"`` belongs
+    to ``svrt_model`` (module docstring, "Why this lives in the loader").
 
     Args:
         spike_input: ``"voxels"``, ``"raw"`` or ``"none"`` (as the dataset's).

@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from svrt_data.loader.clip_reader import scan_store
+from svrt_data.loader.store_scan import scan_store
 from svrt_data.loader.transforms import VoxelStats
 from svrt_data.loader.transforms import log1p as log1p_fn
 from svrt_data.store.fast_reader import ShardedArrayReader
