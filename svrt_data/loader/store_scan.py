@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from svrt_data.loader.clip_plan import ClipSource
+from svrt_data.store import layout as L
 from svrt_data.store.fast_reader import ArrayMeta, parse_array_meta
 from svrt_errors import IncompleteSequenceError, StoreError, StoreLayoutError, SvrtValueError
 
@@ -57,27 +58,29 @@ def _array_shape(group: Any, name: str) -> tuple[tuple[int, ...], str] | None:
 
 
 def _check_sequence(seq: Any, needed: list[str]) -> list[str]:
-    """Problems of one :class:`~svrt_data.store.reader.StoredSequence` (its arrays ``needed``)."""
+    """Problems of one :class:`~svrt_data.store.reader.StoredSequence` (its arrays ``needed``), against the
+    layout's arrays for the sequence's sizes (frames and RGB size from ``blur``, spike frames from
+    ``spikes``, spike size and voxel settings from the sequence's attributes)."""
     g, key = seq.group, seq.key
     shapes = {n: s for n in needed if (s := _array_shape(g, n)) is not None}
     missing = [n for n in needed if n not in shapes]
     if missing:
         return [f"{key}: missing array(s) {missing} (it has {sorted(n for n, _ in g.arrays())})"]
+    blur = shapes["blur"][0]
+    try:
+        voxels = "voxels" in shapes
+        geometry = L.SequenceGeometry(
+            blur[0], (blur[1], blur[2]), seq.spike_shape, shapes["spikes"][0][0] if "spikes" in shapes else 0,
+            int(seq.voxel["bins"]) if voxels else 1, seq.voxel["mode"] if voxels else "count", "sharp" in shapes)
+        layout = L.sequence_arrays(geometry)
+    except (StoreLayoutError, KeyError, IndexError, TypeError, ValueError) as exc:
+        return [f"{key}: its blur array {shapes['blur'][1]} {blur} and attributes do not describe a sequence of "
+                f"this layout ({type(exc).__name__}: {exc}); rebuild it with `svrt-data voxelize --overwrite`"]
     out = []
-    n = shapes["blur"][0][0]
-    hs, ws = seq.spike_shape
-    expect = {"blur": ((n, *shapes["blur"][0][1:3], 3), "uint8"), "windows": ((n, 2), "float64")}
-    if "sharp" in shapes:
-        expect["sharp"] = (expect["blur"][0], "uint8")
-    if "voxels" in shapes:
-        k = int(seq.voxel.get("bins", -1))
-        expect["voxels"] = ((n, k, hs, ws), str(seq.voxel.get("dtype")))
-    if "spikes" in shapes:
-        expect["spikes"] = ((shapes["spikes"][0][0], hs, -(-ws // 8)), "uint8")
-    for name, (shape, dtype) in expect.items():
-        got_shape, got_dtype = shapes[name]
-        if got_shape != shape or got_dtype != dtype:
-            out.append(f"{key}: array {name!r} is {got_dtype} {got_shape}, expected {dtype} {shape} (from the "
+    for name, (got_shape, got_dtype) in shapes.items():
+        a = layout[name]
+        if got_shape != a.shape or got_dtype != a.dtype:
+            out.append(f"{key}: array {name!r} is {got_dtype} {got_shape}, expected {a.dtype} {a.shape} (from the "
                        "blur frames and the sequence attributes); rebuild it with `svrt-data voxelize --overwrite`")
     return out
 
