@@ -215,7 +215,8 @@ def _col2im(
 
 @contextlib.contextmanager
 def _gemm_math(input_dtype: torch.dtype) -> Iterator[None]:
-    """TF32 GEMMs for half-precision inputs (module docstring); torch's setting otherwise."""
+    """TF32 GEMMs for half-precision inputs (module docstring); torch's setting otherwise. The flag is
+    process-wide (``torch.backends.cuda.matmul.allow_tf32``): it is set for this block only and restored."""
     if input_dtype not in (torch.float16, torch.bfloat16):
         yield
         return
