@@ -1,6 +1,7 @@
-"""``svrt-model``: train, evaluate, run and profile VRT / VRT+Spike.
+"""``svrt-model``: commands for the models. Today one: ``profile`` (time a VRT forward or training step).
 
-torch is imported inside the commands only: ``svrt-model --help`` must not import it.
+Each command is thin: parse options, call one library function, report. torch is imported inside the
+commands only: ``svrt-model --help`` must not import it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ PRESETS = ("gopro", "dvd", "svrt", "tiny")
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="svrt")
 def main() -> None:
-    """VRT / VRT+Spike models: train, evaluate, infer and profile."""
+    """Model tools for the VRT backbone: time a forward or training step and its GPU memory (profile)."""
 
 
 @main.command()
