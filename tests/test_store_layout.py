@@ -103,3 +103,19 @@ def test_a_spike_width_off_the_byte_grid_is_refused_before_anything_is_written(t
     with pytest.raises(StoreLayoutError, match=r"train/s: sequence geometry: spike width 12 is not a multiple of 8"):
         voxelize_dataset(raw, raw / "align.csv", out, bins=4, backend="numpy", progress=False)
     assert not out.exists()
+
+
+def test_the_writer_itself_refuses_that_width_before_touching_the_store(tmp_path) -> None:
+    from svrt_data.align import read_align_log
+    from svrt_data.store.sources import plan_sequence_sources
+    from svrt_data.store.writer import VoxelSettings, create_store, write_sequence
+
+    raw = _raw_with_width(tmp_path / "raw", 12)
+    (source,) = plan_sequence_sources(raw, read_align_log(raw / "align.csv"))
+    out = tmp_path / "s.zarr"
+    voxel = VoxelSettings(4, "count", "numpy")
+    create_store(out, voxel, {})
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(StoreLayoutError, match="spike width 12 is not a multiple of 8"):
+        write_sequence(out, source, voxel)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

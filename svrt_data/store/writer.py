@@ -147,13 +147,16 @@ def write_sequence(
     from svrt_data.voxelize import voxelize
 
     store = Path(store)
+    g = source.geometry
+    n, (h, w) = source.n_frames, source.rgb_shape
+    # the layout first: a sequence it cannot hold fails before anything is deleted or written
+    arrays = L.sequence_arrays(L.SequenceGeometry(n, (h, w), (g.height, g.width), source.n_spike_frames, voxel.bins,
+                                                  voxel.mode, bool(source.sharp_files)))
     group_dir = store / source.split / source.sequence if source.split else store / source.sequence
     if group_dir.exists():
         shutil.rmtree(group_dir)
     root = zarr.open_group(str(store), mode="r+")
     parent = root.require_group(source.split) if source.split else root
-    g = source.geometry
-    n, (h, w) = source.n_frames, source.rgb_shape
     provenance = {
         "tool_version": tool_version(),
         "spike_sources": [
@@ -172,8 +175,6 @@ def write_sequence(
         "voxel": voxel.as_attrs(),
         "provenance": provenance,
     }})
-    arrays = L.sequence_arrays(L.SequenceGeometry(n, (h, w), (g.height, g.width), source.n_spike_frames, voxel.bins,
-                                                  voxel.mode, bool(source.sharp_files)))
     vdtype = arrays["voxels"].dtype
     writers = {name: _HashedWriter(_create(seq, arrays[name]))
                for name in ("blur", "spikes", "windows", "voxels", "sharp") if name in arrays}
