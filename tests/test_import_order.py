@@ -212,6 +212,18 @@ def test_imports_follow_the_package_order(repo_graph) -> None:
     assert not problems, "imports against the order:\n" + "\n".join(problems)
 
 
+def test_library_never_imports_tests_benchmarks_or_scripts(repo_graph) -> None:
+    modules, _ = repo_graph
+    bad = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            bad += [f"{path.relative_to(REPO)}:{node.lineno}: {name} imports {n}" for n in names
+                    if n.split(".")[0] in ("tests", "benchmarks", "scripts")]
+    assert not bad, "\n".join(bad)
+
+
 def test_no_import_cycles_between_modules(repo_graph) -> None:
     _, edges = repo_graph
     found = cycles(edges)
