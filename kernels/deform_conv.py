@@ -13,6 +13,8 @@ Semantics equal ``torchvision.ops.deform_conv2d`` (see :mod:`kernels.deform_conv
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from kernels.deform_conv_args import check_deform_conv_args, compute_dtype
@@ -84,6 +86,9 @@ def deform_conv2d(
         return deform_conv2d_cuda(input, offset, weight, bias, stride, padding, dilation, mask)
     dtype = compute_dtype(input, offset, weight, bias, mask)
     cast = [None if t is None else t.to(dtype) for t in (input, offset, weight, bias, mask)]
-    with torch.autocast(input.device.type, enabled=False):
+    # meta tensors (shape and memory tracing) have no autocast to switch off
+    off = torch.autocast(input.device.type, enabled=False) if torch.amp.is_autocast_available(input.device.type) \
+        else contextlib.nullcontext()
+    with off:
         out = deform_conv2d_reference(*cast[:4], stride, padding, dilation, cast[4])
     return out.to(input.dtype)

@@ -53,7 +53,9 @@ class VRTConfig:
 
     Args:
         upscale: output scale; only 1 (deblurring, denoising-free restoration) is implemented.
-        in_chans: input channels (3: RGB; SpyNet needs RGB).
+        in_chans: input channels: 3 (RGB), or RGB followed by extra channels (e.g. 4 = RGB + one
+            spike channel, the original S-VRT's early fusion). SpyNet reads the first 3 channels, every
+            channel is pre-aligned and fed to ``conv_first``, and the output residual adds the first 3.
         out_chans: output channels (3; the output is a residual added to the input).
         img_size: ``(T, H, W)`` of the training clips; informational, as in the official code.
         window_size: ``(Wd, Wh, Ww)`` attention window of the self-attention groups.
@@ -158,10 +160,11 @@ def _validate(cfg: VRTConfig) -> None:
         raise unsupported("nonblind_denoising", "nonblind_denoising=False")
     if cfg.recal_all_flows:
         raise unsupported("recal_all_flows", "recal_all_flows=False")
-    if cfg.in_chans != 3 or cfg.out_chans != 3:
+    if cfg.in_chans < 3 or cfg.out_chans != 3:
         raise ModelConfigError(
-            f"VRTConfig: in_chans={cfg.in_chans}, out_chans={cfg.out_chans}; expected 3 and 3 (SpyNet reads RGB "
-            "frames and the output is a residual added to the input)"
+            f"VRTConfig: in_chans={cfg.in_chans}, out_chans={cfg.out_chans}; expected in_chans >= 3 (RGB first, then "
+            "any extra channels) and out_chans = 3 (SpyNet reads the RGB channels and the output is a residual "
+            "added to them)"
         )
     _positive_ints(cfg, "img_size", 3)
     _positive_ints(cfg, "window_size", 3)

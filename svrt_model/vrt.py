@@ -25,6 +25,7 @@ from torch import nn
 from svrt_model.config import NUM_FEATURE_STAGES, STAGE_SCALES, VRTConfig
 from svrt_model.errors import ModelConfigError, ModelInputError, UntrainedSpyNetWarning
 from svrt_model.layers.attention import ATTENTION_IMPLS, WindowAttention
+from svrt_model.layers.autocast import autocast_disabled
 from svrt_model.layers.flow_warp import flow_warp_nearest4
 from svrt_model.layers.spynet import SpyNet, load_spynet_weights
 from svrt_model.layers.stage import Stage
@@ -214,7 +215,7 @@ class VRT(nn.Module):
 
     # ------------------------------------------------------------------ checks
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise :class:`ModelInputError` unless ``x`` is ``(B, T>=2, 3, H, W)`` with H, W valid."""
+        """Raise :class:`ModelInputError` unless ``x`` is ``(B, T>=2, in_chans, H, W)`` with H, W valid."""
         wh, ww = self.config.window_size[1:]
         if not isinstance(x, torch.Tensor) or x.ndim != 5 or x.shape[2] != self.config.in_chans:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -274,7 +275,7 @@ class VRT(nn.Module):
             self._warned_spynet = True
         b, t, c, h, w = x.shape
         dtype = self.spynet.basic_module[0].basic_module[0].weight.dtype
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_disabled(x.device.type):
             x = x.to(dtype)
             first, second = x[:, :-1].reshape(-1, c, h, w), x[:, 1:].reshape(-1, c, h, w)
             flows = self.spynet(torch.cat([first, second]), torch.cat([second, first]))
@@ -331,7 +332,8 @@ class VRT(nn.Module):
         """Restore a clip.
 
         Args:
-            x: ``(B, T, 3, H, W)`` frames in [0, 1]; T >= 2; H, W multiples of 8 and >= 8 * window.
+            x: ``(B, T, in_chans, H, W)`` frames in [0, 1] (RGB first, then ``in_chans - 3`` extra channels);
+                T >= 2; H, W multiples of 8 and >= 8 * window.
             flows: None (SpyNet computes them) or ``(flows_backward, flows_forward)`` in the official
                 layout: 4 levels each, level i ``(B, T-1, 2, H/2^i, W/2^i)``, channel 0 = x.
             encoder_hook: optional ``hook(stage, feats) -> feats`` applied to the outputs of stages
@@ -342,13 +344,14 @@ class VRT(nn.Module):
             ``(B, T, 3, H, W)``.
         """
         self.check_input(x)
+        rgb = x[:, :, :3] if x.shape[2] > 3 else x  # extra input channels (early fusion) stay out of flows
         if flows is None:
-            flows_backward, flows_forward = self.compute_flows(x)
+            flows_backward, flows_forward = self.compute_flows(rgb)
         else:
             flows_backward, flows_forward = self._check_flows(flows, x)
-        inp = align_images(x, flows_backward[0], flows_forward[0])  # B T 27 H W
+        inp = align_images(x, flows_backward[0], flows_forward[0])  # B T 9*Cin H W
         shallow = self.conv_first(inp.transpose(1, 2)).permute(0, 2, 3, 4, 1)  # B T H W C0
         feats = self.forward_features(shallow, flows_backward, flows_forward, encoder_hook)
         y = shallow + self.conv_after_body(feats)
         out = self.conv_last(y.permute(0, 4, 1, 2, 3))  # B 3 T H W
-        return out.transpose(1, 2) + x
+        return out.transpose(1, 2) + rgb

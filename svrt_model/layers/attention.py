@@ -16,7 +16,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from svrt_model.errors import ModelConfigError
 from svrt_model.layers.position import relative_position_bias, relative_position_index, sine_position_encoding
 
-__all__ = ["ATTENTION_IMPLS", "WindowAttention", "window_attention"]
+__all__ = ["ATTENTION_IMPLS", "WindowAttention", "sdpa_padded", "window_attention"]
 
 ATTENTION_IMPLS = ("fused", "plain")
 """``"fused"``: ``F.scaled_dot_product_attention`` with one additive mask; ``"plain"``: the reference."""
@@ -63,6 +63,15 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor 
         bias = bias.contiguous()
     out = _sdpa_call(q, k, v, bias, scale)
     return out[..., :hd] if pad else out
+
+
+def sdpa_padded(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None, scale: float | None = None
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` on the backends VRT uses (no cuDNN attention), with the head dim
+    zero-padded to a multiple of 8 for the fused GPU kernels. q, k, v ``(N, nH, L, hd)`` (any strides with
+    a unit last stride); ``scale`` defaults to ``hd ** -0.5`` of the unpadded head dim."""
+    return _sdpa(q, k, v, bias, q.shape[-1] ** -0.5 if scale is None else scale)
 
 
 @torch.compiler.disable

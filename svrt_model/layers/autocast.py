@@ -1,10 +1,13 @@
-"""Autocast helper: cast an activation once to the autocast dtype, where autocast would cast it anyway."""
+"""Autocast helpers: cast an activation once to the autocast dtype, where autocast would cast it anyway; leave
+autocast on device types that support it."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
-__all__ = ["to_autocast_dtype"]
+__all__ = ["autocast_disabled", "to_autocast_dtype"]
 
 
 def to_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
@@ -14,6 +17,14 @@ def to_autocast_dtype(x: torch.Tensor) -> torch.Tensor:
     window copies, moves half the bytes and spares each following Linear its own cast of the same tensor.
     """
     dev = x.device.type
-    if torch.is_autocast_enabled(dev):
+    if dev != "meta" and torch.is_autocast_enabled(dev):  # a string test: cheap to trace in compiled cores
         return x.to(torch.get_autocast_dtype(dev))
     return x
+
+
+def autocast_disabled(device_type: str) -> contextlib.AbstractContextManager:
+    """``torch.autocast(device_type, enabled=False)``, or nothing on device types without autocast (e.g.
+    ``meta``, where the model runs to measure shapes and saved activations without computing)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from kernels.deform_conv import deform_conv2d
+from svrt_model.layers.autocast import autocast_disabled
 
 __all__ = ["FlowGuidedDeformAlign"]
 
@@ -89,7 +90,7 @@ class FlowGuidedDeformAlign(nn.Module):
         # deform_conv2d upcasts a bf16/fp16 ``neighbour`` itself, so the backward keeps the half-size
         # tensor instead of a float32 copy, and returns the output in ``neighbour``'s dtype (what the
         # stage casts it to anyway).
-        with torch.autocast(device_type=neighbour.device.type, enabled=False):
+        with autocast_disabled(neighbour.device.type):
             return deform_conv2d(
                 neighbour, offset, self.weight, self.bias, stride=1, padding=1, dilation=1, mask=mask,
                 backend=self.backend,

@@ -1,0 +1,226 @@
+"""``VRTSpike``: S-VRT, spike-camera-guided video deblurring on the VRT backbone (seeds ``002``/``003``).
+
+Data flow of the default ``fusion="cross_attention"`` for RGB frames ``(B, T, 3, H, W)`` and spike
+voxels ``(B, T, K, Hs, Ws)``:
+
+1. spike input module (precomputed voxels pass through) -> :class:`SpikeEncoder3D`: 4 scales;
+2. :class:`SpikeTemporalSA`: per-pixel self-attention over T at every scale;
+3. the backbone runs; after each encoder stage 1-4 its ``encoder_hook`` fuses the stage output with
+   the same scale's spike features (:class:`MultiScaleTemporalCrossAttnFuse`, spike features resized
+   to the stage size), and the fused features replace the stage output: they feed the next stage and
+   the decoder skips. No monkey-patching: the hook is an argument of ``VRT.forward``.
+
+``fusion="early"`` concatenates ``early_channels`` spike channels (bin-group means, resized to the RGB
+size) to the RGB input of a VRT with ``3 + early_channels`` input channels (SpyNet and the output
+residual use RGB only); ``fusion="rgb_only"`` is the plain backbone.
+
+Parameter names are the original implementation's (``vrt.*``, ``spike_encoder.*``,
+``spike_temporal_sa.blocks.i.*``, ``cross_attn_fuse.fuse_blocks.i.*``), so its checkpoints load with
+``load_state_dict(strict=True)``; an official VRT checkpoint loads into ``model.vrt``
+(:func:`~svrt_model.checkpoint.load_official_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from svrt_model.errors import ModelConfigError, ModelInputError
+from svrt_model.spike.encoder import SpikeEncoder3D
+from svrt_model.spike.fusion import MultiScaleTemporalCrossAttnFuse
+from svrt_model.spike.inputs import build_spike_input, early_spike_channels
+from svrt_model.spike.temporal_attention import SpikeTemporalSA
+from svrt_model.spike.temporal_mha import ATTENTION_IMPLS, PixelAttentionBlock
+from svrt_model.vrt import VRT, Flows
+from svrt_model.vrt_spike_config import VRTSpikeConfig
+
+__all__ = ["COMPILE_PARTS", "SPIKE_CHECKPOINT_PARTS", "VRTSpike"]
+
+COMPILE_PARTS = ("attn", "ffn", "spike")
+"""``compile_blocks`` parts: the backbone blocks' attention / MLP cores, and the spike attention blocks."""
+
+SPIKE_CHECKPOINT_PARTS = ("encoder", "tsa", "fuse")
+
+
+class VRTSpike(nn.Module):
+    """VRT + spike fusion (see the module docstring).
+
+    Args:
+        config: hyper-parameters; see :class:`~svrt_model.vrt_spike_config.VRTSpikeConfig`.
+    """
+
+    def __init__(self, config: VRTSpikeConfig) -> None:
+        super().__init__()
+        if not isinstance(config, VRTSpikeConfig):
+            raise ModelConfigError(f"VRTSpike: expected a VRTSpikeConfig, got {type(config).__name__}")
+        self.config = config
+        self.vrt = VRT(config.backbone)
+        if config.fusion in ("cross_attention", "early"):
+            self.spike_input = build_spike_input(config.spike_input, config.spike_bins)
+        if config.fusion == "cross_attention":
+            chans = config.channels_per_scale
+            self.spike_encoder = SpikeEncoder3D(config.spike_bins, chans, config.temporal_strides,
+                                                config.spatial_strides)
+            self.spike_temporal_sa = SpikeTemporalSA(chans, config.tsa_heads, config.tsa_mlp_ratio)
+            self.cross_attn_fuse = MultiScaleTemporalCrossAttnFuse(
+                chans, config.fuse_heads, config.fuse_mlp_ratio, zero_init=config.fuse_zero_init
+            )
+            self.set_spike_attention(config.attention)
+            self.set_spike_chunking(config.chunk_tokens)
+        self.spike_checkpoint = "none"
+
+    # ------------------------------------------------------------------ run-time switches
+    def _pixel_blocks(self, part: str | None = None) -> list[PixelAttentionBlock]:
+        if self.config.fusion != "cross_attention":
+            return []
+        blocks: list[PixelAttentionBlock] = []
+        if part in (None, "tsa"):
+            blocks += list(self.spike_temporal_sa.blocks)
+        if part in (None, "fuse"):
+            blocks += list(self.cross_attn_fuse.fuse_blocks)
+        return blocks
+
+    def set_attention(self, impl: str) -> None:
+        """The backbone's window attention: ``"fused"`` (SDPA) or ``"plain"`` (see ``VRT.set_attention``)."""
+        self.vrt.set_attention(impl)
+
+    def set_grad_checkpointing(self, policy: str = "all") -> None:
+        """The backbone's checkpointing policy (see ``VRT.set_grad_checkpointing``); never changes numbers."""
+        self.vrt.set_grad_checkpointing(policy)
+
+    def set_deform_conv_backend(self, backend: str) -> None:
+        """Backend of the backbone's deformable convolutions (see ``VRT.set_deform_conv_backend``)."""
+        self.vrt.set_deform_conv_backend(backend)
+
+    def set_spike_attention(self, impl: str) -> None:
+        """Per-pixel temporal attention of the spike blocks: ``"fused"`` (default) or ``"reference"``."""
+        if impl not in ATTENTION_IMPLS:
+            raise ModelConfigError(f"VRTSpike.set_spike_attention: unknown impl {impl!r}; expected one of "
+                                   f"{ATTENTION_IMPLS}")
+        for block in self._pixel_blocks():
+            block.impl = impl
+
+    def set_spike_chunking(self, chunk_tokens: int | None) -> None:
+        """At most ``chunk_tokens`` pixel sequences per spike-attention call (None: all at once)."""
+        if chunk_tokens is not None and (isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int)
+                                         or chunk_tokens < 1):
+            raise ModelConfigError(f"VRTSpike.set_spike_chunking: chunk_tokens={chunk_tokens!r}; expected None or "
+                                   "a positive integer")
+        for block in self._pixel_blocks():
+            block.chunk_tokens = chunk_tokens
+
+    def set_spike_checkpointing(self, parts: str = "none") -> None:
+        """Recompute spike-branch activations in backward instead of keeping them; never changes numbers.
+
+        Args:
+            parts: ``"none"``, ``"all"`` or a ``+``-joined subset of ``encoder`` (the whole 3D-conv
+                encoder), ``tsa`` (each temporal self-attention block, chunk by chunk) and ``fuse`` (each
+                fusion block).
+        """
+        chosen = set() if parts == "none" else set(SPIKE_CHECKPOINT_PARTS) if parts == "all" else set(parts.split("+"))
+        if not chosen <= set(SPIKE_CHECKPOINT_PARTS) or (parts not in ("none", "all") and not chosen):
+            raise ModelConfigError(f"VRTSpike.set_spike_checkpointing: unknown parts {parts!r}; expected 'none', "
+                                   f"'all' or a '+'-joined subset of {SPIKE_CHECKPOINT_PARTS}")
+        for part in ("tsa", "fuse"):
+            for block in self._pixel_blocks(part):
+                block.checkpoint = part in chosen
+        self.spike_checkpoint = "+".join(p for p in SPIKE_CHECKPOINT_PARTS if p in chosen) or "none"
+
+    def compile_blocks(self, parts: str = "ffn") -> None:
+        """``torch.compile`` parts of the model (first calls pay the compile time).
+
+        Args:
+            parts: ``"none"`` or a ``+``-joined subset of :data:`COMPILE_PARTS`: ``attn`` / ``ffn`` are the
+                backbone's (``VRT.compile_blocks``), ``spike`` compiles every fused spike attention block
+                (temporal self-attention and fusion) as one region.
+        """
+        chosen = set() if parts == "none" else set(parts.split("+"))
+        if not chosen <= set(COMPILE_PARTS) or (parts != "none" and not chosen):
+            raise ModelConfigError(f"VRTSpike.compile_blocks: unknown parts {parts!r}; expected 'none' or a "
+                                   f"'+'-joined subset of {COMPILE_PARTS}")
+        self.vrt.compile_blocks("+".join(p for p in ("attn", "ffn") if p in chosen) or "none")
+        for block in self._pixel_blocks():
+            block.set_compiled("spike" in chosen)
+
+    # ------------------------------------------------------------------ checks
+    def _check_rgb(self, rgb: torch.Tensor) -> None:
+        if not isinstance(rgb, torch.Tensor) or rgb.ndim != 5 or rgb.shape[2] != 3:
+            got = tuple(rgb.shape) if isinstance(rgb, torch.Tensor) else type(rgb).__name__
+            raise ModelInputError(f"VRTSpike: expected RGB frames (B, T, 3, H, W), got {got}")
+        if self.config.fusion != "early":  # early fusion checks the frames with their spike channels
+            self.vrt.check_input(rgb)
+
+    def _voxels(self, rgb: torch.Tensor, spikes: torch.Tensor | None) -> torch.Tensor:
+        if spikes is None:
+            raise ModelInputError(
+                f"VRTSpike(fusion={self.config.fusion!r}) needs spikes (B, T, K={self.config.spike_bins}, Hs, Ws); "
+                "got None (use fusion='rgb_only' for a model without spikes)"
+            )
+        vox = self.spike_input(spikes)
+        b, t, _, h, w = rgb.shape
+        sb, st, _, hs, ws = vox.shape
+        if (sb, st) != (b, t):
+            raise ModelInputError(
+                f"VRTSpike: spikes have B={sb}, T={st} (shape {tuple(vox.shape)}) but the RGB frames have B={b}, T={t} "
+                f"(shape {tuple(rgb.shape)}): give one spike voxel grid per RGB frame"
+            )
+        if hs < 1 or ws < 1 or abs(hs * w - ws * h) > max(h, w):  # the same field of view, to a pixel
+            raise ModelInputError(
+                f"VRTSpike: spike frames {hs}x{ws} do not cover the RGB frames {h}x{w} (different aspect ratio); "
+                "crop spikes and frames to the same field of view (spikes may be at another resolution, e.g. half)"
+            )
+        return vox
+
+    # ------------------------------------------------------------------ forward
+    def encode_spikes(self, spikes: torch.Tensor) -> list[torch.Tensor]:
+        """Spike features after the encoder and the temporal self-attention (cross-attention fusion only).
+
+        Args:
+            spikes: what the spike input module takes (voxels ``(B, T, K, Hs, Ws)``).
+
+        Returns:
+            4 tensors ``(B, C_i, T, H_i, W_i)`` (views of channels-last memory where the device keeps it).
+        """
+        if self.config.fusion != "cross_attention":
+            raise ModelConfigError(f"VRTSpike.encode_spikes: fusion={self.config.fusion!r} has no spike encoder")
+        return self._encode(self.spike_input(spikes))
+
+    def _encode(self, vox: torch.Tensor) -> list[torch.Tensor]:
+        if "encoder" in self.spike_checkpoint and torch.is_grad_enabled():
+            feats = checkpoint(self.spike_encoder, vox, use_reentrant=False)
+        else:
+            feats = self.spike_encoder(vox)
+        return self.spike_temporal_sa(feats)
+
+    def forward(
+        self, rgb: torch.Tensor, spikes: torch.Tensor | None = None, flows: Flows | None = None
+    ) -> torch.Tensor:
+        """Restore a clip.
+
+        Args:
+            rgb: ``(B, T, 3, H, W)`` blurry frames in [0, 1] (T >= 2; H, W as ``VRT.check_input`` wants).
+            spikes: ``(B, T, K, Hs, Ws)`` voxels of the same frames, at the RGB size or another size with
+                the same field of view (e.g. half); ignored (may be None) for ``fusion="rgb_only"``.
+            flows: None (SpyNet) or the backbone's ``(flows_backward, flows_forward)`` (see ``VRT.forward``).
+
+        Returns:
+            ``(B, T, 3, H, W)``.
+        """
+        self._check_rgb(rgb)
+        fusion = self.config.fusion
+        if fusion == "rgb_only":
+            return self.vrt(rgb, flows)
+        elif fusion == "early":
+            vox = self._voxels(rgb, spikes)
+            extra = early_spike_channels(vox, self.config.early_channels, tuple(rgb.shape[-2:]))
+            return self.vrt(torch.cat([rgb, extra.to(rgb.dtype)], dim=2), flows)  # B T 3+E H W
+        elif fusion == "cross_attention":
+            feats = self._encode(self._voxels(rgb, spikes))
+
+            def fuse(stage: int, stage_out: torch.Tensor) -> torch.Tensor:
+                return self.cross_attn_fuse.fuse_scale(stage - 1, stage_out, feats[stage - 1])
+
+            return self.vrt(rgb, flows, encoder_hook=fuse)
+        else:
+            raise ModelConfigError(f"VRTSpike: unknown fusion {fusion!r}")

@@ -1,0 +1,266 @@
+"""``VRTSpikeConfig``: the VRT+Spike (S-VRT) hyper-parameters, named as the original constructor names them.
+
+The fields ``vrt``, ``spike_bins``, ``channels_per_scale``, ``temporal_strides``, ``spatial_strides``,
+``tsa_heads``, ``tsa_mlp_ratio``, ``fuse_heads`` and ``fuse_mlp_ratio`` are the keyword arguments of the
+original ``VRTWithSpike`` (S-VRT ``src/models/integrate_vrt.py``; its backbone becomes the ``vrt``
+config), so the golden files' config dict builds the same network through :meth:`VRTSpikeConfig.from_dict`.
+The other fields are ours: the fusion variant, early-fusion channels, zero-initialised fusion outputs,
+the spike input kind, bounded-memory chunking and the attention path.
+
+Presets are keyword-only factory functions: :func:`svrt_base` and :func:`svrt_tiny`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from svrt_model.config import VRTConfig, svrt_baseline
+from svrt_model.errors import ModelConfigError
+
+__all__ = [
+    "FUSIONS",
+    "NUM_SCALES",
+    "SPIKE_ATTENTION_IMPLS",
+    "SPIKE_INPUTS",
+    "VRTSpikeConfig",
+    "load_config",
+    "svrt_base",
+    "svrt_tiny",
+]
+
+NUM_SCALES = 4
+"""Spike feature scales = VRT encoder stages 1-4 (1, 1/2, 1/4, 1/8 of the RGB frame)."""
+
+FUSIONS = ("cross_attention", "early", "rgb_only")
+"""``cross_attention``: the S-VRT model (default); ``early``: spike channels concatenated to the RGB
+input; ``rgb_only``: plain VRT, spikes ignored."""
+
+SPIKE_INPUTS = ("voxels",)
+"""How spikes arrive: ``voxels`` = ``(B, T, K, Hs, Ws)`` bin counts (or their transforms)."""
+
+SPIKE_ATTENTION_IMPLS = ("fused", "reference")
+"""Per-pixel temporal attention: ``fused`` (one SDPA call per block over all pixels, or the compiled
+block) or ``reference`` (``nn.MultiheadAttention`` on pixel-major tokens, the original formulation)."""
+
+_TUPLE_FIELDS = ("channels_per_scale", "temporal_strides", "spatial_strides")
+
+
+@dataclass(frozen=True)
+class VRTSpikeConfig:
+    """Hyper-parameters of :class:`~svrt_model.vrt_spike.VRTSpike` (see the module docstring).
+
+    Args:
+        vrt: the RGB backbone (``in_chans`` stays 3: early fusion adds ``early_channels`` itself).
+        spike_bins: K, voxel bins per RGB frame.
+        channels_per_scale: spike feature channels of the 4 scales; for cross-attention fusion they
+            must equal the backbone's stage widths ``vrt.embed_dims[0:4]``.
+        temporal_strides: the encoder's temporal strides between scales (3 entries); VRT keeps T in
+            every stage, so cross-attention fusion needs all 1.
+        spatial_strides: the encoder's spatial strides between scales (3 entries; 2 matches VRT's scales;
+            features of any other size are resized to the stage's size).
+        tsa_heads, tsa_mlp_ratio: heads and MLP width ratio of the spike temporal self-attention.
+        fuse_heads, fuse_mlp_ratio: heads and MLP width ratio of the cross-attention fusion.
+        fusion: one of :data:`FUSIONS`.
+        early_channels: extra input channels of ``fusion="early"``: the K bins are split into this many
+            equal consecutive groups, each channel the mean of its group (K must be divisible).
+        fuse_zero_init: zero the fusion blocks' output projections (attention ``out_proj`` and the
+            MLP's last layer), so the fused model starts as exactly the backbone.
+        spike_input: one of :data:`SPIKE_INPUTS`.
+        chunk_tokens: None (every pixel at once) or the most pixel sequences (B x pixels) a temporal
+            attention block processes at a time; bounds transient memory, never changes results.
+        attention: one of :data:`SPIKE_ATTENTION_IMPLS` (initial value of ``VRTSpike.set_spike_attention``).
+    """
+
+    vrt: VRTConfig = field(default_factory=svrt_baseline)
+    spike_bins: int = 32
+    channels_per_scale: tuple[int, ...] = (96, 96, 96, 96)
+    temporal_strides: tuple[int, ...] = (1, 1, 1)
+    spatial_strides: tuple[int, ...] = (2, 2, 2)
+    tsa_heads: int = 4
+    tsa_mlp_ratio: float = 2
+    fuse_heads: int = 4
+    fuse_mlp_ratio: float = 2
+    fusion: str = "cross_attention"
+    early_channels: int = 1
+    fuse_zero_init: bool = False
+    spike_input: str = "voxels"
+    chunk_tokens: int | None = None
+    attention: str = "fused"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vrt, Mapping):
+            object.__setattr__(self, "vrt", VRTConfig.from_dict(self.vrt))
+        for name in _TUPLE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                raise ModelConfigError(f"VRTSpikeConfig.{name}: expected a list of integers, got {value!r}")
+            if not all(_is_int(v) for v in value):
+                raise ModelConfigError(f"VRTSpikeConfig.{name}: expected integers only, got {list(value)!r}")
+            object.__setattr__(self, name, tuple(value))
+        _validate(self)
+
+    @property
+    def backbone(self) -> VRTConfig:
+        """The VRT config the model builds: ``vrt`` with ``3 + early_channels`` inputs for early fusion."""
+        if self.fusion == "early":
+            return dataclasses.replace(self.vrt, in_chans=3 + self.early_channels)
+        return self.vrt
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (tuples become lists, ``vrt`` a dict of VRT keyword arguments), e.g. for YAML."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, VRTConfig):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> VRTSpikeConfig:
+        """Build from a mapping (``vrt`` a mapping of VRTConfig fields), naming every unknown key."""
+        if not isinstance(values, Mapping):
+            raise ModelConfigError(f"VRTSpikeConfig.from_dict: expected a mapping, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ModelConfigError(
+                f"VRTSpikeConfig: unknown keys {unknown}; expected some of {sorted(known)} (the original "
+                "VRTWithSpike keywords plus svrt's own; dropout and chunk_cfg are not supported: use chunk_tokens)"
+            )
+        values = dict(values)
+        if "vrt" in values and not isinstance(values["vrt"], (Mapping, VRTConfig)):
+            raise ModelConfigError(
+                f"VRTSpikeConfig.vrt: expected a mapping of VRTConfig fields, got {type(values['vrt']).__name__}"
+            )
+        return cls(**values)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _choice(cfg: VRTSpikeConfig, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in allowed:
+        raise ModelConfigError(f"VRTSpikeConfig.{name}={value!r} is unknown; expected one of {allowed}")
+
+
+def _validate(cfg: VRTSpikeConfig) -> None:
+    if not isinstance(cfg.vrt, VRTConfig):
+        raise ModelConfigError(f"VRTSpikeConfig.vrt: expected a VRTConfig or a mapping, got {type(cfg.vrt).__name__}")
+    _choice(cfg, "fusion", FUSIONS)
+    _choice(cfg, "spike_input", SPIKE_INPUTS)
+    _choice(cfg, "attention", SPIKE_ATTENTION_IMPLS)
+    if not _is_int(cfg.spike_bins) or cfg.spike_bins < 1:
+        raise ModelConfigError(f"VRTSpikeConfig.spike_bins={cfg.spike_bins!r}; expected an integer K >= 1")
+    if cfg.vrt.in_chans != 3:
+        raise ModelConfigError(
+            f"VRTSpikeConfig.vrt.in_chans={cfg.vrt.in_chans}; expected 3 (the RGB backbone): early fusion adds "
+            "its spike channels through early_channels"
+        )
+    for name, n in (("channels_per_scale", NUM_SCALES), ("temporal_strides", NUM_SCALES - 1),
+                    ("spatial_strides", NUM_SCALES - 1)):
+        value = getattr(cfg, name)
+        if len(value) != n:
+            raise ModelConfigError(f"VRTSpikeConfig.{name}: expected {n} entries, got {len(value)}: {list(value)}")
+        if any(v < 1 for v in value):
+            raise ModelConfigError(f"VRTSpikeConfig.{name}: every entry must be >= 1, got {list(value)}")
+    for name in ("tsa_heads", "fuse_heads"):
+        heads = getattr(cfg, name)
+        if not _is_int(heads) or heads < 1:
+            raise ModelConfigError(f"VRTSpikeConfig.{name}={heads!r}; expected a positive integer")
+        for i, c in enumerate(cfg.channels_per_scale):
+            if c % heads:
+                raise ModelConfigError(
+                    f"VRTSpikeConfig: channels_per_scale[{i}]={c} is not divisible by {name}={heads}; pick heads "
+                    "dividing every scale's channels"
+                )
+    for name in ("tsa_mlp_ratio", "fuse_mlp_ratio"):
+        ratio = getattr(cfg, name)
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0:
+            raise ModelConfigError(f"VRTSpikeConfig.{name}={ratio!r}; expected a positive number")
+    if not _is_int(cfg.early_channels) or not 1 <= cfg.early_channels <= cfg.spike_bins:
+        raise ModelConfigError(
+            f"VRTSpikeConfig.early_channels={cfg.early_channels!r}; expected an integer in [1, spike_bins="
+            f"{cfg.spike_bins}]"
+        )
+    if cfg.fusion == "early" and cfg.spike_bins % cfg.early_channels:
+        raise ModelConfigError(
+            f"VRTSpikeConfig: spike_bins={cfg.spike_bins} is not divisible by early_channels={cfg.early_channels}; "
+            "early fusion averages equal groups of consecutive bins"
+        )
+    if not isinstance(cfg.fuse_zero_init, bool):
+        raise ModelConfigError(f"VRTSpikeConfig.fuse_zero_init={cfg.fuse_zero_init!r}; expected True or False")
+    if cfg.chunk_tokens is not None and (not _is_int(cfg.chunk_tokens) or cfg.chunk_tokens < 1):
+        raise ModelConfigError(
+            f"VRTSpikeConfig.chunk_tokens={cfg.chunk_tokens!r}; expected None (no chunking) or a positive integer"
+        )
+    if cfg.fusion == "cross_attention":
+        stages = tuple(cfg.vrt.embed_dims[:NUM_SCALES])
+        if tuple(cfg.channels_per_scale) != stages:
+            raise ModelConfigError(
+                f"VRTSpikeConfig: channels_per_scale={list(cfg.channels_per_scale)} must equal the backbone's stage "
+                f"widths vrt.embed_dims[0:4]={list(stages)}: each scale is fused into the output of a VRT stage"
+            )
+        if any(s != 1 for s in cfg.temporal_strides):
+            raise ModelConfigError(
+                f"VRTSpikeConfig.temporal_strides={list(cfg.temporal_strides)}: cross-attention fusion needs all 1, "
+                "because VRT keeps all T frames in every stage and each RGB frame attends to the spike features of "
+                "the same T frames"
+            )
+
+
+def svrt_base(*, spynet_path: str | None = None, drop_path_rate: float = 0.2, fusion: str = "cross_attention",
+              chunk_tokens: int | None = None) -> VRTSpikeConfig:
+    """The S-VRT baseline (seed ``002``): T=5, 256 crops, K=32, 96 channels per scale, 4 heads, MLP ratio 2,
+    on :func:`~svrt_model.config.svrt_baseline`."""
+    return VRTSpikeConfig(
+        vrt=svrt_baseline(spynet_path=spynet_path, drop_path_rate=drop_path_rate),
+        spike_bins=32, channels_per_scale=(96,) * 4, temporal_strides=(1, 1, 1), spatial_strides=(2, 2, 2),
+        tsa_heads=4, tsa_mlp_ratio=2, fuse_heads=4, fuse_mlp_ratio=2, fusion=fusion, chunk_tokens=chunk_tokens,
+    )
+
+
+def svrt_tiny(*, drop_path_rate: float = 0.0, fusion: str = "cross_attention", spike_bins: int = 8,
+              frames: int = 6) -> VRTSpikeConfig:
+    """A small model for CPU tests and demos: the golden files' configuration (VRT of 16/24 channels with
+    ``[2]*7+[1]*4`` depths, K=8, 4 heads, MLP ratio 2); ``frames`` sets the window depth (T)."""
+    vrt = VRTConfig(
+        upscale=1, img_size=(frames, 64, 64), window_size=(frames, 8, 8), depths=(2,) * 7 + (1,) * 4,
+        indep_reconsts=(9, 10), embed_dims=(16,) * 7 + (24,) * 4, num_heads=(2,) * 11, pa_frames=2,
+        deformable_groups=4, drop_path_rate=drop_path_rate,
+    )
+    return VRTSpikeConfig(
+        vrt=vrt, spike_bins=spike_bins, channels_per_scale=(16,) * 4, tsa_heads=4, tsa_mlp_ratio=2, fuse_heads=4,
+        fuse_mlp_ratio=2, fusion=fusion,
+    )
+
+
+def load_config(path: str | Path) -> VRTSpikeConfig:
+    """Read a YAML file holding a mapping of :class:`VRTSpikeConfig` fields (``vrt`` a mapping of
+    ``VRTConfig`` fields); unknown keys are named (:meth:`VRTSpikeConfig.from_dict`)."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ModelConfigError(f"{path}: cannot read the model config ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        raise ModelConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    if not isinstance(values, Mapping):
+        raise ModelConfigError(
+            f"{path}: expected a mapping of VRTSpikeConfig fields (spike_bins: 32, vrt: {{...}}), got "
+            f"{type(values).__name__}"
+        )
+    try:
+        return VRTSpikeConfig.from_dict(values)
+    except ModelConfigError as exc:
+        raise ModelConfigError(f"{path}: {exc}") from exc
