@@ -60,3 +60,40 @@ def profile(preset: str, frames: int | None, size_text: str | None, batch: int, 
         f"compile={compile_parts} graph={graph}: {res.median_ms:.1f} ms (min {res.min_ms:.1f}, max {res.max_ms:.1f}, "
         f"{res.iters} iters), peak {res.peak_gib:.2f} GiB, first call {res.first_call_s:.1f} s"
     )
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.argument("config")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--store", required=True, metavar="STORE.zarr", help="Store written by `svrt-data voxelize`.")
+@click.option("--out", "run_dir", required=True, metavar="RUN_DIR",
+              help="Run directory: last.pt, best.pt, config.yaml, metrics.jsonl, images/.")
+@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from RUN_DIR/last.pt.")
+@library_errors
+def train(config: str, overrides: tuple[str, ...], store: str, run_dir: str, resume: bool) -> None:
+    """Train VRT+Spike on a store; checkpoints and logs go to RUN_DIR.
+
+    \b
+    CONFIG     a YAML file, or a preset: tiny, svrt-base, svrt-fast
+    KEY=VALUE  dotted overrides, e.g. train.steps=1000 data.batch_size=2
+    Several GPUs: torchrun --nproc_per_node=N -m cli.model train ... (DDP)
+    """
+    from svrt_model.train import load_run_config
+    from svrt_model.train import train as run_training
+    from svrt_model.train.distributed import DistContext
+
+    cfg = load_run_config(config, overrides)
+    ctx = DistContext.from_env(cfg.train.device)
+    try:
+        result = run_training(cfg, store=store, run_dir=run_dir, resume=resume, dist=ctx)
+    finally:
+        ctx.close()
+    if ctx.is_main:
+        best = "no validation" if result.best_psnr is None else f"best validation PSNR {result.best_psnr:.2f} dB"
+        skipped = f", {result.skipped} non-finite steps skipped" if result.skipped else ""
+        click.echo(f"trained {result.steps} steps into {result.run_dir} ({best}{skipped}): "
+                   f"{result.last}, {result.best}")
+
+
+if __name__ == "__main__":  # `python -m cli.model` (e.g. under torchrun -m)
+    main()

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from svrt_errors import SvrtValueError
+from svrt_errors import SvrtError, SvrtValueError
 
-__all__ = ["CheckpointError", "ModelConfigError", "ModelInputError", "UntrainedSpyNetWarning"]
+__all__ = [
+    "CheckpointError",
+    "ModelConfigError",
+    "ModelInputError",
+    "RunConfigError",
+    "TrainingError",
+    "UntrainedSpyNetWarning",
+]
 
 
 class ModelConfigError(SvrtValueError):
@@ -21,3 +28,11 @@ class CheckpointError(SvrtValueError):
 
 class UntrainedSpyNetWarning(UserWarning):
     """Flows were computed by a SpyNet whose weights were never loaded (they start untrained)."""
+
+
+class RunConfigError(SvrtValueError):
+    """A training/evaluation run configuration (YAML file, preset or override) is invalid."""
+
+
+class TrainingError(SvrtError):
+    """Training cannot go on as asked (non-finite steps past the limit, a run directory in the way, ...)."""

@@ -1,0 +1,191 @@
+"""What the spikes are worth: train the same small VRT+Spike with ``fusion="cross_attention"``, ``"early"`` and
+``"rgb_only"`` for the same number of steps and compare them on test sequences made from other photographs.
+
+    python benchmarks/train_quality.py --out OUT [--steps 600 --size 192x320 --crop 128 --clip-len 6 ...]
+
+1. Two synthetic raw datasets (``svrt_data.synth.synthesize``): ``train`` from four of scikit-image's
+   bundled photographs, ``test`` from the other two (so no test scene was seen in training), each voxelized
+   into its own store (K=32 count voxels).
+2. Per variant: ``svrt_model.train.train`` (the ``tiny`` preset's recipe with the size and step overrides
+   below, identical for all three), then the last checkpoint restores every test sequence untiled
+   (``svrt_model.restore.evaluate_split``).
+3. One table, printed and written to ``OUT/train_quality.md`` (and ``OUT/train_quality.json``): PSNR/SSIM of
+   the blurry input and the output on the test split, the gain over the input and over ``rgb_only``,
+   training throughput (clips/s, median over the logged intervals) and the share of the step spent
+   waiting for data.
+
+Targets (issue 14): cross-attention >= +6 dB over the blurry input and >= +1 dB over ``rgb_only``.
+The datasets are built once under ``OUT/data`` and reused by later runs with the same parameters
+(``--rebuild`` forces it). Progress goes to stderr (tqdm) and one line per phase to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines.voxelize_job import voxelize_dataset  # noqa: E402
+from svrt_data.preview import save_png  # noqa: E402
+from svrt_data.synth import synthesize  # noqa: E402
+from svrt_data.synth.photos import load_photos  # noqa: E402
+
+VARIANTS = ("cross_attention", "early", "rgb_only")
+TEST_PHOTOS = ("chelsea", "rocket")
+"""Held out: test sequences are made from these photographs only, training sequences from the other four."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="output folder (data, runs, table)")
+    p.add_argument("--steps", type=int, default=600, help="optimizer steps per variant")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
+    p.add_argument("--size", default="192x320", help="RGB frame size HxW of the synthetic data")
+    p.add_argument("--train-sequences", type=int, default=8)
+    p.add_argument("--test-sequences", type=int, default=2)
+    p.add_argument("--frames", type=int, default=12, help="blurry frames per sequence")
+    p.add_argument("--motion", type=float, default=4.0, help="camera motion scale (svrt-data synth --motion)")
+    p.add_argument("--source-frames", type=int, default=13, help="exposure length NN (svrt-data synth)")
+    p.add_argument("--crop", type=int, default=128, help="training crop (a multiple of 8, >= 64)")
+    p.add_argument("--clip-len", type=int, default=6, help="T of training clips (and of the attention window)")
+    p.add_argument("--batch", type=int, default=4, help="clips per step")
+    p.add_argument("--dims", type=int, default=32, help="channels of every VRT stage and spike scale")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--workers", type=int, default=6, help="DataLoader workers")
+    p.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--device", default="auto", help="auto, cuda, cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (CPU runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rebuild", action="store_true", help="rebuild the datasets even if present")
+    return p.parse_args(argv)
+
+
+def _size(text: str) -> tuple[int, int]:
+    h, w = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
+def build_data(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Train and test stores from disjoint photographs (reused when ``data/params.json`` matches)."""
+    data = args.out / "data"
+    params = {k: getattr(args, k) for k in ("size", "train_sequences", "test_sequences", "frames", "motion",
+                                             "source_frames", "seed")}
+    stamp = data / "params.json"
+    train_store, test_store = data / "train.zarr", data / "test.zarr"
+    if not args.rebuild and stamp.exists() and json.loads(stamp.read_text()) == params:
+        print(f"data: reusing {data}", flush=True)
+        return train_store, test_store
+    photos = {p.name: p for p in load_photos()}
+    for split, names in (("train", [n for n in photos if n not in TEST_PHOTOS]), ("test", list(TEST_PHOTOS))):
+        folder = data / f"photos_{split}"
+        for name in names:
+            save_png(photos[name].pixels, folder / f"{name}.png")
+    start = time.perf_counter()
+    common = {"frames": args.frames, "size": _size(args.size), "spike_scale": 0.5, "motion": args.motion,
+              "source_frames": args.source_frames, "overwrite": True}
+    synthesize(data / "raw_train", sequences=args.train_sequences, test_sequences=0, seed=args.seed,
+               images=data / "photos_train", **common)
+    synthesize(data / "raw_test", sequences=0, test_sequences=args.test_sequences, seed=args.seed + 1,
+               images=data / "photos_test", **common)
+    for raw, store in ((data / "raw_train", train_store), (data / "raw_test", test_store)):
+        voxelize_dataset(raw, raw / "align.csv", store, bins=32, mode="count", backend="auto", overwrite=True)
+    stamp.write_text(json.dumps(params))
+    print(f"data: built in {time.perf_counter() - start:.0f} s under {data}", flush=True)
+    return train_store, test_store
+
+
+def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
+    """The same recipe for every variant; only ``model.fusion`` differs."""
+    t, d, c = args.clip_len, args.dims, args.crop
+    return [
+        f"model.fusion={fusion}", "model.spike_bins=32", f"model.channels_per_scale=[{d}, {d}, {d}, {d}]",
+        f"model.vrt.img_size=[{t}, {c}, {c}]", f"model.vrt.window_size=[{t}, 8, 8]",
+        f"model.vrt.embed_dims={[d] * 11}", f"model.vrt.num_heads={[max(d // 16, 1)] * 11}",
+        f"data.clip_len={t}", f"data.crop={c}", f"data.batch_size={args.batch}", f"data.num_workers={args.workers}",
+        f"data.seed={args.seed}", f"train.seed={args.seed}", f"train.steps={args.steps}", f"train.lr={args.lr}",
+        f"train.warmup_steps={max(args.steps // 20, 1)}", f"train.precision={args.precision}",
+        f"train.device={args.device}", f"train.checkpoint_every={args.steps}", "train.fix_iter=0",
+        "train.fix_keys=[]", "log.val_split=null", f"log.every={max(args.steps // 30, 1)}", "log.image_every=0",
+        "log.tensorboard=false", *([f"train.threads={args.threads}"] if args.threads else []),
+    ]
+
+
+def run_variant(args: argparse.Namespace, fusion: str, train_store: Path, test_store: Path) -> dict:
+    from svrt_model.restore import evaluate_split
+    from svrt_model.train import build_transform, load_model, load_run_config, train
+
+    run_dir = args.out / "runs" / fusion
+    cfg = load_run_config("tiny", overrides(args, fusion))
+    start = time.perf_counter()
+    result = train(cfg, store=train_store, run_dir=run_dir, resume=True)
+    wall = time.perf_counter() - start
+    lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in lines if r["kind"] == "train"][1:] or [r for r in lines if r["kind"] == "train"]
+    model, run_cfg = load_model(result.last, map_location="cuda" if cfg.train.device != "cpu" and
+                                _cuda() else "cpu")
+    report = evaluate_split(model, test_store, "test", tile=None, transform=build_transform(run_cfg))
+    overall = report.to_json()["overall"]
+    row = {"fusion": fusion, **{k: float(v) for k, v in overall.items()},
+           "clips_per_s": statistics.median(r["clips_per_s"] for r in train_lines),
+           "data_wait": statistics.median(r["data_wait"] for r in train_lines), "train_s": wall,
+           "final_loss": result.loss}
+    print(f"{fusion}: PSNR {row['psnr_input']:.2f} -> {row['psnr_output']:.2f} dB, {row['clips_per_s']:.1f} clips/s, "
+          f"data wait {100 * row['data_wait']:.1f}%, {wall:.0f} s", flush=True)
+    return row
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def table(rows: list[dict], args: argparse.Namespace) -> str:
+    base = next((r for r in rows if r["fusion"] == "rgb_only"), None)
+    head = ("| fusion | PSNR in | PSNR out | SSIM in | SSIM out | gain over blurry (dB) | gain over rgb_only (dB) "
+            "| clips/s | data wait |")
+    out = [f"train_quality: {args.steps} steps, batch {args.batch}, T={args.clip_len}, crop {args.crop}, "
+           f"{args.dims} channels, {args.precision}; test photos {', '.join(TEST_PHOTOS)} (unseen in training)",
+           "", head, "| --- " * 9 + "|"]
+    for r in rows:
+        over_rgb = f"{r['psnr_output'] - base['psnr_output']:+.2f}" if base is not None else "-"
+        out.append(f"| {r['fusion']} | {r['psnr_input']:.2f} | {r['psnr_output']:.2f} | {r['ssim_input']:.4f} | "
+                   f"{r['ssim_output']:.4f} | {r['psnr_output'] - r['psnr_input']:+.2f} | {over_rgb} | "
+                   f"{r['clips_per_s']:.1f} | {100 * r['data_wait']:.1f}% |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    train_store, test_store = build_data(args)
+    rows = [run_variant(args, v, train_store, test_store) for v in variants]
+    text = table(rows, args)
+    print(text, flush=True)
+    (args.out / "train_quality.md").write_text(text + "\n")
+    (args.out / "train_quality.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                             "rows": rows}, indent=1))
+    cross = next((r for r in rows if r["fusion"] == "cross_attention"), None)
+    if cross is not None:
+        gain = cross["psnr_output"] - cross["psnr_input"]
+        print(f"target: cross_attention gain {gain:+.2f} dB over blurry (>= +6)"
+              + (f", {cross['psnr_output'] - rows[[r['fusion'] for r in rows].index('rgb_only')]['psnr_output']:+.2f}"
+                 " dB over rgb_only (>= +1)" if any(r["fusion"] == "rgb_only" for r in rows) else ""), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    raise SystemExit(main())

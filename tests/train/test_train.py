@@ -1,0 +1,184 @@
+"""The training loop end to end on a micro config (CPU, deterministic): the run directory, exact resume after
+SIGKILL, refused resumes, the frozen warm-up, EMA weights, the non-finite guard, and DDP == one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from svrt_model.errors import CheckpointError, TrainingError
+from svrt_model.train import load_model, load_run_config, read_checkpoint, train
+from svrt_model.train.loop import build_model
+from svrt_model.train.task import DeblurTask
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.filterwarnings("ignore::svrt_model.errors.UntrainedSpyNetWarning")
+
+
+def _params(path: Path, key: str = "model") -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)[key]
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli.model", "train", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def test_run_directory_contents(train_store: Path, micro_config: Path, tmp_path: Path) -> None:
+    cfg = load_run_config(micro_config, ["train.ema_decay=0.5", "log.image_every=2"])
+    before = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    result = train(cfg, store=train_store, run_dir=tmp_path / "run")
+    assert (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()) == before  # restored
+    run = tmp_path / "run"
+    assert result.steps == 4 and result.best_psnr is None and result.skipped == 0
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.yaml", "images", "last.pt", "metrics.jsonl"]
+    blob = torch.load(run / "last.pt", weights_only=True)
+    assert blob["step"] == 4 and blob["consumed"] == 4 and len(blob["rng"]) == 1
+    assert {"model", "ema", "optimizer", "scheduler", "scaler", "config", "metrics"} <= set(blob)
+    _assert_same(blob["model"], _params(run / "best.pt"))  # no validation: best = last
+    recorded = load_run_config(run / "config.yaml")
+    assert recorded.data.spike_mean is not None and len(recorded.data.spike_mean) == 8  # per-bin statistics
+    assert recorded == load_run_config(micro_config, ["train.ema_decay=0.5", "log.image_every=2"]).replace(
+        "data", spike_mean=recorded.data.spike_mean, spike_std=recorded.data.spike_std)
+    lines = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4] and all(r["kind"] == "train" for r in lines)
+    assert all(np.isfinite(r["loss"]) and 0 <= r["data_wait"] <= 1 and r["clips_per_s"] > 0 for r in lines)
+    assert lines[0]["lr"] == pytest.approx(1e-3)  # warm-up of 1 step, then the cosine
+    grid = np.asarray(Image.open(run / "images" / "step_0000002.png"))
+    assert grid.shape == (64, 256, 3) and sorted(p.name for p in (run / "images").iterdir()) == [
+        "step_0000002.png", "step_0000004.png"]
+    ema_model, cfg2 = load_model(run / "last.pt")
+    raw_model, _ = load_model(run / "last.pt", use_ema=False)
+    assert cfg2 == recorded
+    _assert_same(ema_model.state_dict(), blob["ema"])
+    _assert_same(raw_model.state_dict(), blob["model"])
+    assert not all(torch.equal(v, blob["ema"][k]) for k, v in blob["model"].items())
+    init = build_model(cfg, torch.device("cpu")).state_dict()
+    assert not torch.equal(init["vrt.conv_first.weight"], blob["model"]["vrt.conv_first.weight"])
+
+
+def test_resume_after_sigkill_equals_uninterrupted(train_store: Path, micro_config: Path, tmp_path: Path) -> None:
+    overrides = ["train.steps=6", "train.ema_decay=0.9"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(str(micro_config), "--store", str(train_store), "--out", str(killed), *overrides),
+                            cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (killed / "last.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    stopped_at = read_checkpoint(killed / "last.pt")["step"]
+    assert stopped_at < 6, "the run finished before it was killed: the test proved nothing"
+    cfg = load_run_config(micro_config, overrides)
+    resumed = train(cfg, store=train_store, run_dir=killed, resume=True)
+    straight = train(cfg, store=train_store, run_dir=tmp_path / "straight")
+    assert resumed.steps == straight.steps == 6
+    for key in ("model", "ema"):
+        _assert_same(_params(killed / "last.pt", key), _params(tmp_path / "straight" / "last.pt", key))
+    steps = [json.loads(s)["step"] for s in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # lines of the steps trained again were dropped, not duplicated
+
+
+def test_resume_refuses_another_config_and_extends_steps(train_store: Path, micro_config: Path,
+                                                          tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(load_run_config(micro_config, ["train.steps=2"]), store=train_store, run_dir=run)
+    with pytest.raises(TrainingError, match="already holds a run .*pass --resume"):
+        train(load_run_config(micro_config, ["train.steps=2"]), store=train_store, run_dir=run)
+    other = load_run_config(micro_config, ["train.steps=2", "train.lr=5.0e-4", "data.seed=3"])
+    differ = r"(?s)these keys differ.*data\.seed: 0 -> 3.*train\.lr: 0\.001 -> 0\.0005"
+    with pytest.raises(CheckpointError, match=differ):
+        train(other, store=train_store, run_dir=run, resume=True)
+    longer = train(load_run_config(micro_config, ["train.steps=3", "log.every=2"]), store=train_store, run_dir=run,
+                   resume=True)
+    assert longer.steps == 3 and read_checkpoint(run / "last.pt")["step"] == 3
+
+
+def test_frozen_warmup_keeps_spynet_then_trains_it(train_store: Path, micro_config: Path, tmp_path: Path) -> None:
+    overrides = ["train.fix_iter=2", "train.fix_keys=[spynet]", "train.fix_lr_mul=0.5", "train.steps=2"]
+    cfg = load_run_config(micro_config, overrides)
+    init = build_model(cfg, torch.device("cpu")).state_dict()
+    train(cfg, store=train_store, run_dir=tmp_path / "run")
+    frozen = _params(tmp_path / "run" / "last.pt")
+    spy = [k for k in init if ".spynet." in k and init[k].is_floating_point()]
+    assert spy and all(torch.equal(init[k], frozen[k]) for k in spy)
+    assert not torch.equal(init["vrt.conv_first.weight"], frozen["vrt.conv_first.weight"])
+    train(load_run_config(micro_config, [*overrides[:-1], "train.steps=3"]), store=train_store,
+          run_dir=tmp_path / "run", resume=True)
+    blob = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert any(not torch.equal(frozen[k], blob["model"][k]) for k in spy)
+    lrs = [g["lr"] for g in blob["optimizer"]["param_groups"]]
+    assert lrs[1] == pytest.approx(0.5 * lrs[0])
+
+
+def test_nonfinite_steps_are_skipped_then_stop_the_run(train_store: Path, micro_config: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    forward = DeblurTask.forward
+
+    def poisoned(self: DeblurTask, batch: dict) -> dict:
+        out = forward(self, batch)
+        return {**out, "loss": out["loss"] * float("nan")}
+
+    monkeypatch.setattr(DeblurTask, "forward", poisoned)
+    cfg = load_run_config(micro_config, ["train.max_nonfinite=2"])
+    with pytest.raises(TrainingError, match=r"step 1: 2 consecutive steps with a non-finite loss"):
+        train(cfg, store=train_store, run_dir=tmp_path / "run")
+    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 1 and lines[0]["skipped"] == 1 and lines[0]["loss"] is None
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_process(train_store: Path, micro_config: Path, tmp_path: Path) -> None:
+    """2 ranks x batch 1 (torchrun, gloo) == 1 process x batch 2: the same global batches (4 clips per epoch,
+    so no padding), gradients averaged across ranks; float64 makes the comparison exact up to summation order."""
+    common = ["train.steps=3", "train.precision=fp64", "train.checkpoint_every=3"]
+    ddp = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "cli.model",
+           "train", str(micro_config), "--store", str(train_store), "--out", str(ddp), "data.batch_size=1", *common]
+    done = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = train(load_run_config(micro_config, ["data.batch_size=2", *common]), store=train_store,
+                   run_dir=tmp_path / "single")
+    a, b = read_checkpoint(ddp / "last.pt"), read_checkpoint(single.last)
+    assert a["step"] == b["step"] == 3 and len(a["rng"]) == 2
+    assert a["consumed"] * 2 == b["consumed"] == 6
+    for k, v in b["model"].items():
+        torch.testing.assert_close(a["model"][k], v, rtol=0, atol=1e-10, msg=k)
+
+
+def test_validation_keeps_the_best_checkpoint(train_store: Path, micro_config: Path, tmp_path: Path) -> None:
+    cfg = load_run_config(micro_config, ["log.val_split=test", "log.val_every=2", "train.steps=4",
+                                         "train.checkpoint_every=4"])
+    result = train(cfg, store=train_store, run_dir=tmp_path / "run")
+    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in lines if r["kind"] == "val"]
+    assert [r["step"] for r in vals] == [2, 4]
+    assert set(vals[0]) == {"kind", "step", "psnr_input", "psnr_output", "ssim_input", "ssim_output"}
+    assert vals[0]["psnr_input"] == vals[1]["psnr_input"] and 0 < vals[0]["ssim_input"] <= 1
+    best = max(vals, key=lambda r: r["psnr_output"])
+    assert result.best_psnr == best["psnr_output"]
+    blob = read_checkpoint(tmp_path / "run" / "best.pt")
+    assert blob["step"] == best["step"] and blob["metrics"]["best_psnr"] == best["psnr_output"]
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["metrics"]["last_val"]["psnr_output"] == vals[1]["psnr_output"]
