@@ -1,4 +1,4 @@
-"""``svrt-model``: commands for the models. Today one: ``profile`` (time a VRT forward or training step).
+"""``svrt-model``: commands for the models: ``train`` (VRT+Spike on a store) and ``profile`` (time a VRT step).
 
 Each command is thin: parse options, call one library function, report. torch is imported inside the
 commands only: ``svrt-model --help`` must not import it.
@@ -16,7 +16,7 @@ PRESETS = ("gopro", "dvd", "svrt", "tiny")
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="svrt")
 def main() -> None:
-    """Model tools for the VRT backbone: time a forward or training step and its GPU memory (profile)."""
+    """VRT / VRT+Spike models: train on a store (train), time a step and its GPU memory (profile)."""
 
 
 @main.command()
