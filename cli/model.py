@@ -1,4 +1,5 @@
-"""``svrt-model``: commands for the models: ``train`` (VRT+Spike on a store) and ``profile`` (time a VRT step).
+"""``svrt-model``: ``train`` (VRT+Spike on a store), ``profile`` (time a VRT step) and ``summary``
+(parameters and activation memory of a model).
 
 Each command is thin: parse options, call one library function, report. torch is imported inside the
 commands only: ``svrt-model --help`` must not import it.
@@ -16,7 +17,8 @@ PRESETS = ("gopro", "dvd", "svrt", "tiny")
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="svrt")
 def main() -> None:
-    """VRT / VRT+Spike models: train on a store (train), time a step and its GPU memory (profile)."""
+    """VRT / VRT+Spike models: train on a store (train), time a step and its GPU memory (profile), count
+    parameters and activation memory (summary)."""
 
 
 @main.command()
@@ -93,6 +95,43 @@ def train(config: str, overrides: tuple[str, ...], store: str, run_dir: str, res
         skipped = f", {result.skipped} non-finite steps skipped" if result.skipped else ""
         click.echo(f"trained {result.steps} steps into {result.run_dir} ({best}{skipped}): "
                    f"{result.last}, {result.best}")
+
+
+SPIKE_PRESETS = ("svrt_base", "svrt_tiny")
+
+
+def _clip(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"expected TxHxW such as 5x256x256, got {text!r}", param_hint="--clip")
+    t, h, w = (int(p) for p in parts)
+    return t, h, w
+
+
+@main.command()
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False, path_type=str))
+@click.option("--preset", type=click.Choice(SPIKE_PRESETS), default=None,
+              help="A VRTSpike preset instead of CONFIG_FILE (a YAML mapping of VRTSpikeConfig fields).")
+@click.option("--clip", "clip_text", default=None, metavar="TxHxW",
+              help="RGB clip for the activation estimate (default: the config's vrt.img_size).")
+@click.option("--spike-size", "spike_text", default=None, metavar="HxW", help="Spike voxel size (default: RGB size).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--activations/--no-activations", default=True, show_default=True,
+              help="Trace a training forward on the meta device to estimate saved activations.")
+@library_errors
+def summary(config_file: str | None, preset: str | None, clip_text: str | None, spike_text: str | None, batch: int,
+            activations: bool) -> None:
+    """Parameters per part (VRT, spike encoder, temporal attention, fusion) and activation memory of a clip."""
+    from svrt_model.summary import summarize
+    from svrt_model.vrt_spike_config import load_config, svrt_base, svrt_tiny
+
+    if (config_file is None) == (preset is None):
+        raise click.UsageError("give either CONFIG_FILE or --preset (one of them)")
+    cfg = load_config(config_file) if config_file else {"svrt_base": svrt_base, "svrt_tiny": svrt_tiny}[preset]()
+    clip = _clip(clip_text) if clip_text else None
+    spike_size = parse_size(spike_text, "--spike-size") if spike_text else None
+    result = summarize(cfg, clip=clip, batch=batch, spike_size=spike_size, activations=activations)
+    click.echo(result.format(title=preset or config_file))
 
 
 if __name__ == "__main__":  # `python -m cli.model` (e.g. under torchrun -m)
