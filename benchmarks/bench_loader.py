@@ -4,7 +4,7 @@ One run builds (once, cached under ``--cache-dir``) a synthetic raw dataset and 
 the same run, DataLoaders with 0, 1 and 2 workers over:
 
 - ``store/voxels``: ``SpikeDeblurDataset(spike_input="voxels")``, T=5, 256x256 RGB crops (128x128 spikes),
-  K=32, random flips/transposition, the recommended loader (:func:`svrt_data.dataset.make_loader`);
+  K=32, random flips/transposition, the recommended loader (:func:`svrt_data.loader.recipe.make_loader`);
 - ``store/raw``: the same with packed spike bits + windows (re-binned later on the GPU);
 - ``store/zarr``: voxels read through zarr-python (``reader="zarr"``, the reference) instead of the
   chunk-aligned shard reader;
@@ -41,7 +41,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from svrt_data.dataset import ClipKey, ClipSampler, SpikeDeblurDataset, make_loader, move_batch  # noqa: E402
+from svrt_data.loader import ClipKey, ClipSampler, SpikeDeblurDataset, make_loader, move_batch  # noqa: E402
 
 T, CROP, BINS = 5, 256, 32
 PREFETCH = 4  # make_loader's default prefetch_factor
@@ -142,13 +142,13 @@ def clips_per_second(dataset: Dataset, workers: int, clips: int, batch: int, nai
 def shared_memory_cost(shape: tuple[int, ...], repeats: int = 10) -> tuple[float, float]:
     """ms to allocate and fill one clip's bytes in fresh shared memory (how every DataLoader worker ships a
     batch: torch's default collate does the same) and in private memory."""
-    from svrt_data.dataset import _empty
+    from svrt_data.loader.batch_buffers import empty_tensor
 
     out = []
     for shared in (True, False):
         t0 = time.perf_counter()
         for _ in range(repeats):
-            _empty(shape, torch.uint8, shared).numpy()[...] = 1
+            empty_tensor(shape, torch.uint8, shared).numpy()[...] = 1
         out.append(1000 * (time.perf_counter() - t0) / repeats)
     return out[0], out[1]
 
@@ -215,7 +215,7 @@ def run_gpu(args: argparse.Namespace, store: Path) -> list[dict]:
 
 def _gpu_row(args: argparse.Namespace, store: Path, model_name: str, spike_input: str, dev: torch.device) -> dict:
     """One short training run: per step, time blocked on the next batch + its host-to-device copy vs the whole step."""
-    from svrt_data.spike_transform import SpikeTransform
+    from svrt_data.loader import SpikeTransform
     from svrt_model import VRT, svrt_baseline, tiny
 
     torch.manual_seed(0)

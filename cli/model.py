@@ -1,6 +1,8 @@
-"""``svrt-model``: train, evaluate, run, profile and summarize VRT / VRT+Spike.
+"""``svrt-model``: ``train`` (VRT+Spike on a store), ``profile`` (time a VRT step) and ``summary``
+(parameters and activation memory of a model).
 
-torch is imported inside the commands only: ``svrt-model --help`` must not import it.
+Each command is thin: parse options, call one library function, report. torch is imported inside the
+commands only: ``svrt-model --help`` must not import it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ PRESETS = ("gopro", "dvd", "svrt", "tiny", "svrt-base", "svrt-tiny")
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="svrt")
 def main() -> None:
-    """VRT / VRT+Spike models: train, evaluate, infer and profile."""
+    """VRT / VRT+Spike models: train on a store (train), time a step and its GPU memory (profile), count
+    parameters and activation memory (summary)."""
 
 
 @main.command()

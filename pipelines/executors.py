@@ -67,8 +67,8 @@ def run_tasks(
         resources = {"GPU": 1} if any(gpu) else None
         # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536. Setting it at all also switches
         # off glibc's dynamic mmap threshold, so every block over 128 KiB a task allocates is a fresh
-        # mmap that page-faults again (measured: zarr shard writes ~2.8x slower than in a plain
-        # process). Our tasks' memory is bounded: keep blocks below 128 MiB on the heap.
+        # mmap that page-faults again (zarr shard writes suffer most; benchmarks/RESULTS.md, Zarr store).
+        # Our tasks' memory is bounded: keep blocks below 128 MiB on the heap.
         with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": str(WORKER_MALLOC_TRIM) for k in MALLOC_ENV}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, resources=resources,
                                    dashboard_address=None)

@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from pipelines.executors import run_tasks
-from pipelines.plan import SequenceShape, VoxelizePlan, plan_voxelize
+from pipelines.plan import SequenceToWrite, VoxelizePlan, plan_voxelize
 from svrt_data.align import read_align_log
 from svrt_data.store.sources import SequenceSource, plan_sequence_sources
 from svrt_data.store.writer import SequenceSummary, VoxelSettings, create_store, sequence_state, write_sequence
@@ -105,9 +105,9 @@ def voxelize_dataset(
     states = {}
     if out.exists() and not overwrite:
         states = {s.key: sequence_state(out, s.split, s.sequence) for s in sources}
-    shapes = [SequenceShape(s.key, s.n_frames, s.rgb_shape, (s.geometry.height, s.geometry.width),
-                            s.n_spike_frames, s.sharp_files is not None) for s in sources]
-    plan = plan_voxelize(shapes, states, bins=bins, backend=backend, resume=resume)
+    shapes = [SequenceToWrite(s.key, s.n_frames, s.rgb_shape, (s.geometry.height, s.geometry.width),
+                              s.n_spike_frames, s.sharp_files is not None) for s in sources]
+    plan = plan_voxelize(shapes, states, bins=bins, backend=backend, resume=resume, mode=mode)
     report = VoxelizeReport(str(out), plan, dry_run=dry_run)
     if dry_run:
         return report

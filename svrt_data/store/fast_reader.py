@@ -244,10 +244,10 @@ def _decode(compressor: str | None, data: bytes, out: np.ndarray) -> None:
         size = int.from_bytes(data[4:8], "little") if len(data) >= 16 else None
         if size != out.nbytes:
             raise ValueError(f"the blosc frame holds {size} bytes where the chunk holds {out.nbytes}")
-        # One thread: chunks are small and DataLoader workers are the parallelism. In a main process
-        # numcodecs would start a thread per core (16-core GPU machine: 28 ms per voxel clip in-process,
-        # against 23 ms in a single-threaded worker, hand-off included). The flag is read per call, so it
-        # is set around this call only.
+        # One thread: chunks are small and DataLoader workers are the parallelism; in a main process
+        # numcodecs would start a thread per core, which costs more than it gains on chunks this size
+        # (benchmarks/RESULTS.md, Loader). The flag is process-wide and read per call, so it is set
+        # around this call only and restored.
         threads, blosc.use_threads = blosc.use_threads, False
         try:
             blosc.decompress(data, out)

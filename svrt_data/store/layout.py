@@ -1,7 +1,9 @@
 """The Zarr store layout, version 1: names, dimensions, dtypes, chunks, shards and codecs.
 
-This module is the only place that knows how a store is laid out; writers and readers ask it.
-(Modelled on ome-zarr's ``format.py``: one declaration, a version, readers that check it.)
+This module is the only place that knows how a store is laid out; writers, readers, the verifier and
+the job planner ask it. :func:`sequence_arrays` gives every array of a sequence (shape, dtype, chunks,
+shards, dimension names) from the sequence's sizes (:class:`SequenceGeometry`). (Modelled on ome-zarr's
+``format.py``: one declaration, a version, readers that check it.)
 
 ::
 
@@ -12,6 +14,7 @@ This module is the only place that knows how a store is laid out; writers and re
         sharp    uint8   (N, H, W, 3)      optional (absent for real captures)
         spikes   uint8   (S, Hs, Ws/8)     dims spike_frame, spike_y, spike_x_byte: upright packed rows,
                                            bit order little, the frames the windows need, concatenated
+                                           (Ws must be a multiple of 8: rows are whole bytes)
         windows  float64 (N, 2)            dims frame, bound: [t0, t1) in `spikes` frame units
         voxels   uint8   (N, K, Hs, Ws)    dims frame, bin, spike_y, spike_x (float16 for mode 'linear')
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral
 
 from svrt_errors import StoreLayoutError
 
@@ -44,7 +48,10 @@ __all__ = [
     "COMPLETE_ATTR",
     "ArraySpec",
     "ARRAYS",
+    "ArrayLayout",
+    "SequenceGeometry",
     "array_spec",
+    "sequence_arrays",
     "chunking",
     "compressors",
     "check_layout_version",
@@ -136,12 +143,87 @@ def chunking(name: str, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[
     return chunks, shards
 
 
+@dataclass(frozen=True)
+class SequenceGeometry:
+    """The sizes of one stored sequence: all :func:`sequence_arrays` needs to lay out its arrays."""
+
+    frames: int  # N blurry (and sharp) frames
+    rgb_shape: tuple[int, int]  # H, W
+    spike_shape: tuple[int, int]  # Hs, Ws (Ws a multiple of 8)
+    spike_frames: int  # S stored spike frames
+    bins: int  # K voxel bins
+    voxel_mode: str = "count"  # "count" (uint8 voxels) or "linear" (float16)
+    has_sharp: bool = True
+
+
+@dataclass(frozen=True)
+class ArrayLayout:
+    """One array of a sequence as this layout stores it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None  # None: unsharded
+    dims: tuple[str, ...]
+    description: str
+
+    @property
+    def write_block(self) -> tuple[int, ...]:
+        """The unit one writer owns: a shard, or a chunk when unsharded."""
+        return self.shards or self.chunks
+
+    def compressors(self) -> list:
+        return compressors(self.name, self.dtype)
+
+
+def sequence_arrays(geometry: SequenceGeometry) -> dict[str, ArrayLayout]:
+    """Every array of a sequence with ``geometry``, by name (``sharp`` only when ``has_sharp``).
+
+    Raises:
+        StoreLayoutError: a size that is not a whole number >= 0 (>= 1 for sizes and bins), an unknown
+            voxel mode, or a spike width that is not a multiple of 8 (packed rows are whole bytes; the
+            ``.dat`` readers refuse to pack other widths, so the writer could not fill such an array).
+    """
+    g = geometry
+    (h, w), (hs, ws) = g.rgb_shape, g.spike_shape
+    counts = {"frames": g.frames, "spike_frames": g.spike_frames}
+    sizes = {"RGB height": h, "RGB width": w, "spike height": hs, "spike width": ws, "bins": g.bins}
+    for what, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, Integral) or v < 0:
+            raise StoreLayoutError(f"sequence geometry: {what} must be an integer >= 0, got {v!r}")
+    for what, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
+            raise StoreLayoutError(f"sequence geometry: {what} must be an integer >= 1, got {v!r}")
+    if ws % 8:
+        raise StoreLayoutError(
+            f"sequence geometry: spike width {ws} is not a multiple of 8; layout v{LAYOUT_VERSION} stores spikes "
+            f"as packed rows of whole bytes (Ws/8 per row) and cannot hold {ws}-pixel rows; use a spike geometry "
+            "whose width is a multiple of 8"
+        )
+    shapes = {
+        "blur": ((g.frames, h, w, 3), "uint8"),
+        "sharp": ((g.frames, h, w, 3), "uint8"),
+        "spikes": ((g.spike_frames, hs, ws // 8), "uint8"),
+        "windows": ((g.frames, 2), "float64"),
+        "voxels": ((g.frames, g.bins, hs, ws), voxel_dtype(g.voxel_mode)),
+    }
+    out = {}
+    for spec in ARRAYS:
+        if spec.name == "sharp" and not g.has_sharp:
+            continue
+        shape, dtype = shapes[spec.name]
+        chunks, shards = chunking(spec.name, shape)
+        out[spec.name] = ArrayLayout(spec.name, shape, dtype, chunks, shards, spec.dims, spec.description)
+    return out
+
+
 def compressors(name: str, dtype: str) -> list:
-    """Codecs by array (measured in docs/store.md). Voxel counts are small integers that bit-shuffle +
-    lz4 compresses ~6x and decodes at ~1.7 GB/s per core (bit-shuffle + zstd: 6.7x, 0.85 GB/s). RGB
-    photographs gain only 1.1-1.3x from any codec, so they take Blosc lz4 (7.8 GB/s decode) rather than
-    zstd (1.0 GB/s): RGB is most of what training reads. Spike bits gain ~1.5x from zstd-1, kept because
-    spikes are the largest input and raw-bit training reads them rarely."""
+    """Codecs by array, chosen on the measurements in ``docs/store.md`` (``benchmarks/bench_store_layout.py``):
+    voxel counts (small integers) take Blosc lz4 with bit-shuffle, float16 voxels byte-shuffle; RGB
+    photographs, which no codec shrinks much and which are most of what training reads, take Blosc lz4
+    for its decode speed; spike bits take zstd-1, the better ratio, as they are the largest input and
+    raw-bit training reads them rarely."""
     from zarr.codecs import BloscCodec, ZstdCodec
 
     if name == "voxels" and dtype == "uint8":

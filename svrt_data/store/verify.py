@@ -41,23 +41,15 @@ def _check_sequence(seq: StoredSequence, voxel: dict, checksums: bool) -> list[s
     where = seq.key
     out: list[str] = []
     n = seq.n_frames
-    hs, ws = seq.spike_shape
-    k = int(voxel["bins"])
-    expect = {
-        "blur": ((n, *seq.rgb_shape, 3), "uint8"),
-        "windows": ((n, 2), "float64"),
-        "voxels": ((n, k, hs, ws), L.voxel_dtype(voxel["mode"])),
-        "spikes": ((seq.spikes.shape[0], hs, ws // 8), "uint8"),
-    }
-    if seq.sharp is not None:
-        expect["sharp"] = expect["blur"]
-    for name, (shape, dtype) in expect.items():
+    geometry = L.SequenceGeometry(n, seq.rgb_shape, seq.spike_shape, int(seq.spikes.shape[0]), int(voxel["bins"]),
+                                  voxel["mode"], seq.sharp is not None)
+    for name, a in L.sequence_arrays(geometry).items():
         arr = seq.array(name)
-        if tuple(arr.shape) != shape or str(arr.dtype) != dtype:
-            out.append(f"{where}/{name}: {arr.dtype} {tuple(arr.shape)}, expected {dtype} {shape}")
+        if tuple(arr.shape) != a.shape or str(arr.dtype) != a.dtype:
+            out.append(f"{where}/{name}: {arr.dtype} {tuple(arr.shape)}, expected {a.dtype} {a.shape}")
         dims = tuple(arr.metadata.dimension_names or ())
-        if dims != L.array_spec(name).dims:
-            out.append(f"{where}/{name}: dimension names {dims}, expected {L.array_spec(name).dims}")
+        if dims != a.dims:
+            out.append(f"{where}/{name}: dimension names {dims}, expected {a.dims}")
     if seq.voxel != voxel:
         out.append(f"{where}: voxel settings {seq.voxel} differ from the store's {voxel}")
     w = seq.windows

@@ -124,12 +124,10 @@ def _read_rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def _create(group: Any, name: str, shape: tuple[int, ...], dtype: str) -> Any:
-    chunks, shards = L.chunking(name, shape)
-    spec = L.array_spec(name)
+def _create(group: Any, a: L.ArrayLayout) -> Any:
     return group.create_array(
-        name, shape=shape, dtype=dtype, chunks=chunks, shards=shards, compressors=L.compressors(name, dtype),
-        dimension_names=spec.dims, fill_value=0, attributes={"description": spec.description},
+        a.name, shape=a.shape, dtype=a.dtype, chunks=a.chunks, shards=a.shards, compressors=a.compressors(),
+        dimension_names=a.dims, fill_value=0, attributes={"description": a.description},
     )
 
 
@@ -149,13 +147,16 @@ def write_sequence(
     from svrt_data.voxelize import voxelize
 
     store = Path(store)
+    g = source.geometry
+    n, (h, w) = source.n_frames, source.rgb_shape
+    # the layout first: a sequence it cannot hold fails before anything is deleted or written
+    arrays = L.sequence_arrays(L.SequenceGeometry(n, (h, w), (g.height, g.width), source.n_spike_frames, voxel.bins,
+                                                  voxel.mode, bool(source.sharp_files)))
     group_dir = store / source.split / source.sequence if source.split else store / source.sequence
     if group_dir.exists():
         shutil.rmtree(group_dir)
     root = zarr.open_group(str(store), mode="r+")
     parent = root.require_group(source.split) if source.split else root
-    g = source.geometry
-    n, (h, w) = source.n_frames, source.rgb_shape
     provenance = {
         "tool_version": tool_version(),
         "spike_sources": [
@@ -174,20 +175,13 @@ def write_sequence(
         "voxel": voxel.as_attrs(),
         "provenance": provenance,
     }})
-    vdtype = L.voxel_dtype(voxel.mode)
-    writers = {
-        "blur": _HashedWriter(_create(seq, "blur", (n, h, w, 3), "uint8")),
-        "spikes": _HashedWriter(_create(seq, "spikes", (source.n_spike_frames, g.height, g.width // 8), "uint8")),
-        "windows": _HashedWriter(_create(seq, "windows", (n, 2), "float64")),
-        "voxels": _HashedWriter(_create(seq, "voxels", (n, voxel.bins, g.height, g.width), vdtype)),
-    }
-    if source.sharp_files:
-        writers["sharp"] = _HashedWriter(_create(seq, "sharp", (n, h, w, 3), "uint8"))
+    vdtype = arrays["voxels"].dtype
+    writers = {name: _HashedWriter(_create(seq, arrays[name]))
+               for name in ("blur", "spikes", "windows", "voxels", "sharp") if name in arrays}
     bytes_in = sum(s["bytes"] for s in provenance["spike_sources"])
 
     spikes = source.spikes()
-    s_chunks, s_shards = L.chunking("spikes", writers["spikes"].array.shape)
-    step = s_shards[0] if s_shards else s_chunks[0]
+    step = arrays["spikes"].write_block[0]
     for a in range(0, len(spikes), step):
         writers["spikes"].write(spikes.packed(a, min(len(spikes), a + step)))
     writers["windows"].write(source.windows)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_data.store.reader import SvrtStore
 from svrt_errors import StoreLayoutError, SvrtValueError
 from svrt_model.metrics import psnr, ssim

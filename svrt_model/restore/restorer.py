@@ -2,9 +2,9 @@
 
 :func:`restore_clip` runs a model over the spatial patches of a clip (each an independent forward with
 its own flows, batched) and blends them; :func:`restore_sequences` feeds it the temporal clips of every
-sequence (read by :class:`svrt_data.dataset.SpikeDeblurDataset` in evaluation mode, whose clip starts
+sequence (read by :class:`svrt_data.loader.dataset.SpikeDeblurDataset` in evaluation mode, whose clip starts
 are exactly the protocol's) and puts each sequence back together in frame order with
-:class:`svrt_data.dataset.SequenceAssembler`, which averages frames held by several clips.
+:class:`svrt_data.loader.assemble.SequenceAssembler`, which averages frames held by several clips.
 :func:`restore_split` does this for a store's split. Outputs are rounded to uint8 frames
 (:func:`svrt_model.metrics.to_uint8`), what PNGs hold and what metrics measure.
 
@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from svrt_data.clip_geometry import AxisScale
-from svrt_data.dataset import SequenceAssembler, SpikeDeblurDataset, make_loader, move_batch
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader import SequenceAssembler, SpikeDeblurDataset, make_loader, move_batch
+from svrt_data.loader.clip_geometry import AxisScale
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_data.store.layout import SEQUENCE_ATTR
 from svrt_data.store.reader import SvrtStore
 from svrt_errors import StoreError, SvrtValueError

@@ -16,7 +16,7 @@ Whole sequences rarely fit a forward pass, so VRT's results are measured on tile
   spatial one by mirroring (the official ``cat([x, flip(x[-pad:])])``), and the output cropped.
 
 Spike tiles cover exactly the RGB tile's scene at the spike resolution: offsets and sizes go through
-the spike/RGB scale grid of :class:`svrt_data.clip_geometry.AxisScale` (half-resolution spikes need
+the spike/RGB scale grid of :class:`svrt_data.loader.clip_geometry.AxisScale` (half-resolution spikes need
 even tile sizes and overlaps), never rounded. Whatever a model cannot take (a patch below its minimum
 size, a clip below its minimum length) is padded the same mirrored way and cropped back.
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from svrt_data.clip_geometry import AxisScale
+from svrt_data.loader.clip_geometry import AxisScale
 from svrt_errors import SvrtValueError
 from svrt_model.config import VRTConfig
 

@@ -50,6 +50,19 @@ def test_profile_runs_on_the_gpu() -> None:
     assert " ms (min " in result.output and "GiB" in result.output
 
 
+def test_help_promises_only_commands_that_exist() -> None:
+    """The group's help names no command that is not registered (train/eval/infer/summary come later)."""
+    import re
+
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    prose = result.output.split("Commands:")[0].lower()
+    for verb in ("train", "evaluate", "eval", "infer", "inference", "summary", "export"):
+        if re.search(rf"\b{verb}\b", prose):
+            assert verb in main.commands, f"svrt-model --help mentions {verb!r}, which is no command"
+    assert set(main.commands) >= {"profile"} and "profile" in prose
+
+
 def test_summary_of_a_preset_without_tracing() -> None:
     result = CliRunner().invoke(main, ["summary", "--preset", "svrt_base", "--no-activations"])
     assert result.exit_code == 0, result.output

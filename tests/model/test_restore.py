@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from svrt_data.clip_geometry import AxisScale
-from svrt_data.dataset import SpikeDeblurDataset
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader.clip_geometry import AxisScale
+from svrt_data.loader.dataset import SpikeDeblurDataset
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_data.store import open_store
 from svrt_errors import StoreError, SvrtValueError
 from svrt_model.restore import (
