@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from svrt_data.align import read_align_log
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_data.store.reader import SvrtStore
 from svrt_errors import SvrtValueError
 from svrt_model.errors import CheckpointError

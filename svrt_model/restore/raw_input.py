@@ -24,8 +24,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from svrt_data.align import read_align_log
-from svrt_data.dataset import SequenceAssembler
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader.assemble import SequenceAssembler
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_data.store.layout import voxel_dtype
 from svrt_data.store.sources import SequenceSource, plan_sequence_sources
 from svrt_data.voxelize import voxelize

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_errors import SvrtValueError
 from svrt_model.restore import (
     MANIFEST,

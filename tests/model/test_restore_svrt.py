@@ -16,8 +16,8 @@ import warnings
 
 import torch
 
-from svrt_data.dataset import SpikeDeblurDataset, collate_clips
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader import SpikeDeblurDataset, collate_clips
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_model import VRTSpike, svrt_tiny
 from svrt_model.errors import UntrainedSpyNetWarning
 from svrt_model.metrics import psnr, to_uint8
