@@ -1,5 +1,6 @@
-"""``svrt-model``: ``train`` (VRT+Spike on a store), ``profile`` (time a VRT step) and ``summary``
-(parameters and activation memory of a model).
+"""``svrt-model``: ``train`` (VRT+Spike on a store), ``eval`` (PSNR/SSIM of a checkpoint on a split),
+``infer`` (restored PNG frames from a store or a raw dataset), ``profile`` (time a step, or each part of it)
+and ``summary`` (parameters and activation memory of a model).
 
 Each command is thin: parse options, call one library function, report. torch is imported inside the
 commands only: ``svrt-model --help`` must not import it.
@@ -17,8 +18,8 @@ PRESETS = ("gopro", "dvd", "svrt", "tiny", "svrt-base", "svrt-tiny")
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="svrt")
 def main() -> None:
-    """VRT / VRT+Spike models: train on a store (train), time a step and its GPU memory (profile), count
-    parameters and activation memory (summary)."""
+    """VRT / VRT+Spike models: train on a store (train), measure a checkpoint (eval), deblur frames (infer),
+    time a step or each part of it (profile), count parameters and activation memory (summary)."""
 
 
 @main.command()
