@@ -10,7 +10,6 @@ them; compile time is reported separately); the median is reported with the spre
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 import warnings
@@ -20,13 +19,10 @@ import torch
 
 from svrt_model.config import VRTConfig
 from svrt_model.errors import ModelConfigError, UntrainedSpyNetWarning
+from svrt_model.precision import PRECISIONS, precision_context
 from svrt_model.vrt import VRT
 
 __all__ = ["MODES", "PRECISIONS", "ProfileResult", "profile_vrt"]
-
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-"""fp32: float32 with PyTorch's default math (no TF32 matmuls); tf32: float32 with TF32 matmuls;
-bf16 / fp16: float32 weights under ``torch.autocast``."""
 
 MODES = ("train", "forward")
 
@@ -49,21 +45,6 @@ class ProfileResult:
     peak_gib: float
     iters: int
     first_call_s: float
-
-
-@contextlib.contextmanager
-def _precision(precision: str, device: torch.device):
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    try:
-        if precision in ("bf16", "fp16"):
-            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-            with torch.autocast(device_type=device.type, dtype=dtype):
-                yield
-        else:
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def profile_vrt(
@@ -129,12 +110,12 @@ def profile_vrt(
 
     def body() -> None:
         if mode == "train":
-            with _precision(precision, dev):
+            with precision_context(precision, dev):
                 out = model(x)
                 loss = (out.float() - target).abs().mean()
             loss.backward()
         else:
-            with torch.inference_mode(), _precision(precision, dev):
+            with torch.inference_mode(), precision_context(precision, dev):
                 model(x)
 
     def eager_step() -> None:
