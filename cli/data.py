@@ -269,7 +269,8 @@ def _inspect_store(path: Path, png: Path | None) -> None:
 @click.argument("raw_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--align", "align_log", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Align log (default: RAW_ROOT/align.csv).")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Store to write.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Store to write: a new path, an empty folder or an svrt store.")
 @click.option("--bins", type=click.IntRange(1, 1024), default=32, show_default=True, help="Voxel bins K.")
 @click.option("--mode", type=click.Choice(["count", "linear"]), default="count", show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cupy"]), default="auto",
