@@ -53,6 +53,7 @@ __all__ = [
     "discover_sequences",
     "read_align_log",
     "write_align_log",
+    "is_align_log",
     "validate_align_log",
     "frames_per_blur_for",
 ]
@@ -252,9 +253,23 @@ def _name_problems(e: AlignEntry) -> list[str]:
     return out
 
 
+def is_align_log(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file starting with an align log's header (one svrt may replace)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(256)
+    except OSError:
+        return False
+    return first.strip().lstrip(b"#").strip() == MAGIC.encode()
+
+
 def write_align_log(log: AlignLog, path: str | os.PathLike) -> Path:
-    """Write ``log`` to ``path`` atomically (a temporary file renamed into place)."""
+    """Write ``log`` to ``path`` atomically (a temporary file renamed into place). An existing ``path`` is
+    replaced only when it is an align log; anything else is refused."""
     path = Path(path)
+    if (path.exists() or path.is_symlink()) and not is_align_log(path):
+        raise AlignLogError(f"{path} exists and is not an align log (no '# {MAGIC}' header); refusing to overwrite "
+                            "it. Choose another --out")
     h = log.header
     buf = io.StringIO()
     buf.write(f"# {MAGIC}\n# format_version: {FORMAT_VERSION}\n# rate_hz: {_format_number(h.rate_hz)}\n")

@@ -632,3 +632,50 @@ def test_kill_9_during_overwrite_never_loses_the_old_store(big_raw, tmp_path):
     assert status == 0, output
     assert_same_store(new, out)
     assert verify_store(out).ok and not _temps(out)
+
+
+# -- other writers: align --out, inspect --png, synth --overwrite -----------------------------------
+
+
+def test_align_and_preview_outputs_replace_only_their_own_files(work):
+    (work / "notes.txt").write_text("mine")
+    refused(work, "align", work / "raw", "--geometry", "32x64", "--out", work / "notes.txt", "--overwrite",
+            match=r"notes\.txt exists and is not an align log")
+    dat = work / "raw" / SEQ / "spike" / "000000.dat"
+    refused(work, "inspect", dat, "--geometry", "32x64", "--png", work / "notes.txt",
+            match=r"notes\.txt exists and is not a preview svrt wrote")
+    status, output = cli("inspect", dat, "--geometry", "32x64", "--png", work / "p.png")
+    assert status == 0, output
+    first = (work / "p.png").read_bytes()
+    status, output = cli("inspect", dat, "--geometry", "32x64", "--png", work / "p.png")  # its own: replaced
+    assert status == 0 and (work / "p.png").read_bytes() == first
+
+
+@pytest.mark.parametrize(("args", "match"), [(["--frames", "0"], r"frames .* must be >= 1"),
+                                             (["--size", "64x100"], r"spike width must be a multiple of 8"),
+                                             (["--threshold", "0.5"], r"threshold")])
+def test_synth_overwrite_with_bad_parameters_keeps_the_old_dataset(work, args, match):
+    refused(work, "synth", work / "raw", "--overwrite", *args, match=match)
+
+
+def test_synth_overwrite_builds_beside_and_keeps_foreign_files(work, monkeypatch):
+    (work / "raw" / "notes.txt").write_text("mine")
+    import svrt_data.synth.builder as b
+
+    real, calls = b._build_sequence, {"n": 0}
+
+    def dies_on_the_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(b, "_build_sequence", dies_on_the_second)
+    refused(work, "synth", work / "raw", "--overwrite", "--frames", "2", "--size", "64x128", match="disk full",
+            skip=(work / "raw" / ".synth.svrt-new",))
+    monkeypatch.setattr(b, "_build_sequence", real)
+    status, output = cli("synth", work / "raw", "--overwrite", "--frames", "2", "--size", "64x128",
+                         "--sequences", "1", "--test-sequences", "0")
+    assert status == 0, output
+    assert (work / "raw" / "notes.txt").read_text() == "mine" and not (work / "raw" / "test").exists()
+    assert sorted(p.name for p in (work / "raw").iterdir()) == ["align.csv", "notes.txt", "synth.json", "train"]

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from svrt_errors import StoreError
 
-__all__ = ["NEW", "OLD", "temp_path", "is_temp_name", "swap_in", "remove_temp", "recover_path", "recover_folder",
-           "check_parent", "describe_entries"]
+__all__ = ["NEW", "OLD", "exchange", "temp_path", "is_temp_name", "swap_in", "remove_temp", "recover_path",
+           "recover_folder", "check_parent", "describe_entries"]
 
 NEW = ".svrt-new"
 OLD = ".svrt-old"
@@ -44,7 +44,7 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith((NEW, OLD)) and len(name) > len(NEW) + 1
 
 
-def _exchange(a: Path, b: Path) -> bool:
+def exchange(a: Path, b: Path) -> bool:
     """Atomically exchange two existing paths; False where the system cannot (then nothing happened)."""
     libc_name = ctypes.util.find_library("c")
     if libc_name is None:
@@ -80,7 +80,7 @@ def swap_in(new: Path, final: Path) -> None:
     if not final.exists() and not final.is_symlink():
         os.rename(new, final)
         return
-    if final.is_dir() and not final.is_symlink() and _exchange(new, final):
+    if final.is_dir() and not final.is_symlink() and exchange(new, final):
         remove_temp(new)  # it now holds the old folder
         return
     old = temp_path(final, OLD)
