@@ -182,6 +182,6 @@ def test_cuda_step_with_the_kernel_equals_the_torch_path(dtype: torch.dtype) -> 
         results.append((out.detach().float(), grads))
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
     torch.testing.assert_close(results[1][0], results[0][0], rtol=tol, atol=tol)
-    for name, g in results[0][1].items():
-        scale = g.abs().max().item() + 1e-12
-        assert (results[1][1][name] - g).abs().max().item() <= tol * 10 * scale, name
+    for name, g in results[0][1].items():  # relative in norm: single elements of the offset heads' gradients
+        err = ((results[1][1][name] - g).double().norm() / g.double().norm().clamp_min(1e-30)).item()
+        assert err <= tol * 10, f"{name}: relative error {err:.2e}"  # sum many sampling-position terms

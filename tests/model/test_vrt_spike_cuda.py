@@ -97,8 +97,9 @@ def test_model_fused_matches_reference_and_chunking_changes_nothing(tiny_cuda, p
     spike_params = [n for n in grads if not n.startswith("vrt.")]
     for name in spike_params:
         assert _rel(grads[name], ref_grads[name]) <= 10 * tol, name
-    # chunking only splits per-pixel work: the same kernels on fewer rows
-    assert _rel(chunk_out, out) <= (1e-6 if precision == "fp32" else 1e-2)
+    # chunking only splits per-pixel work, but GEMMs over fewer rows may pick other cuBLAS kernels whose
+    # float32 rounding differs; the deep backbone amplifies that to a few 1e-6 (seen on the H200: 7e-6)
+    assert _rel(chunk_out, out) <= (3e-5 if precision == "fp32" else 1e-2)
     for name in spike_params:
         assert _rel(chunk_grads[name], grads[name]) <= (1e-5 if precision == "fp32" else 5e-2), name
 
@@ -166,6 +167,8 @@ def test_backbone_savers_and_memory_policy_keep_the_numbers(tiny_cuda, precision
     flows = tuple([f.float().to(DEV) for f in level] for level in flows)
     model.vrt.set_bandwidth_savers("none")
     ref_out, ref_grads = _step(model, rgb, spikes, flows, precision)
+    # the deformable conv's backward accumulates with atomics: the same step twice shows the noise floor
+    _, again_grads = _step(model, rgb, spikes, flows, precision)
     model.vrt.set_bandwidth_savers("all")
     model.set_grad_checkpointing("ffn+align1+attn-mutual+attn8")
     try:
@@ -176,7 +179,8 @@ def test_backbone_savers_and_memory_policy_keep_the_numbers(tiny_cuda, precision
     assert _rel(out, ref_out) <= tol
     for name in ref_grads:
         if not name.startswith("vrt.spynet"):
-            assert _rel(grads[name], ref_grads[name]) <= 20 * tol, name
+            noise = _rel(again_grads[name], ref_grads[name])
+            assert _rel(grads[name], ref_grads[name]) <= max(20 * tol, 10 * noise), name
 
 
 def test_compiled_backbone_cores_with_grouped_masks(tiny_cuda) -> None:
@@ -192,7 +196,7 @@ def test_compiled_backbone_cores_with_grouped_masks(tiny_cuda) -> None:
         c_out, c_grads = _step(model, rgb, spikes, flows, "fp32")
     finally:
         model.compile_blocks("none")
-    assert _rel(c_out, out) <= 1e-5
+    assert _rel(c_out, out) <= 3e-5  # fused kernels round differently; seen 1.03e-5 on the H200
     for name in grads:
         if not name.startswith("vrt.spynet"):
             assert _rel(c_grads[name], grads[name]) <= 1e-4, name
