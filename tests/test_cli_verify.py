@@ -1,4 +1,5 @@
-"""``svrt-data verify`` through CliRunner: a good store, damaged ones (each problem names its array), --help."""
+"""``svrt-data verify`` through CliRunner: a good store, damaged ones (each problem names its array, then the
+rebuild command), --help."""
 
 from __future__ import annotations
 
@@ -43,8 +44,10 @@ def test_verify_names_a_damaged_array(store, tmp_path) -> None:
     res = CliRunner().invoke(main, ["verify", str(bad)])
     assert res.exit_code == 1
     lines = res.output.splitlines()
-    assert len(lines) == 2 and lines[0].startswith(f"PROBLEM: {key}/voxels: checksum sha256:")
+    assert len(lines) == 3 and lines[0].startswith(f"PROBLEM: {key}/voxels: checksum sha256:")
     assert lines[1] == f"{bad}: 2 sequences, 8 frames: 1 problem(s)"
+    assert lines[2] == (f"rebuild the damaged sequences from the raw data: svrt-data voxelize RAW --out {bad} "
+                        f"--sequences {key} --no-resume")
     # the damage is in the content only: without checksums the store looks whole
     assert CliRunner().invoke(main, ["verify", str(bad), "--no-checksums"]).exit_code == 0
 
@@ -73,6 +76,6 @@ def test_verify_help() -> None:
     assert res.exit_code == 0
     assert res.output.startswith("Usage: main verify [OPTIONS] STORE")
     text = " ".join(res.output.split())  # click wraps the help text
-    assert "Check a store: completeness, shapes, dtypes, windows and checksums. Exit status 1 if anything is wrong" \
-        in text
-    assert "--no-checksums Skip recomputing checksums" in text
+    assert ("Check a store: completeness, metadata, every chunk (present, crc32c, decodable), shapes, windows and "
+            "array checksums. Lists every damaged array and chunk; exit status 1 if anything is wrong") in text
+    assert "--no-checksums Only check that every chunk exists (shard indexes), without decoding (faster)." in text

@@ -50,7 +50,7 @@ def test_sequence_arrays_spk_gopro_linear_without_sharp() -> None:
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"spike_shape": (32, 60)}, r"spike width 60 is not a multiple of 8; layout v1 stores spikes as packed rows of "
+    ({"spike_shape": (32, 60)}, r"spike width 60 is not a multiple of 8; layout v2 stores spikes as packed rows of "
                                 r"whole bytes"),
     ({"frames": -1}, r"frames must be an integer >= 0, got -1"),
     ({"bins": 0}, r"bins must be an integer >= 1, got 0"),
@@ -77,6 +77,14 @@ def test_the_writer_stores_exactly_the_layout(tmp_path) -> None:
         arr = got[name]
         assert (tuple(arr.shape), str(arr.dtype), tuple(arr.chunks), arr.shards,
                 tuple(arr.metadata.dimension_names)) == (a.shape, a.dtype, a.chunks, a.shards, a.dims), name
+        # layout v2: the layout's codecs (zarr fills in Blosc's typesize from the dtype), then every chunk's crc32c
+        got_codecs = [c.to_dict() for c in arr.compressors]
+        want_codecs = [c.to_dict() for c in a.compressors()]
+        for c in want_codecs:
+            if c["name"] == "blosc":
+                c["configuration"]["typesize"] = np.dtype(a.dtype).itemsize
+        assert got_codecs == want_codecs, name
+        assert got_codecs[-1]["name"] == "crc32c", name
 
 
 def _raw_with_width(root, width: int):

@@ -1,4 +1,4 @@
-"""The Zarr store layout, version 1: names, dimensions, dtypes, chunks, shards and codecs.
+"""The Zarr store layout, version 2: names, dimensions, dtypes, chunks, shards and codecs.
 
 This module is the only place that knows how a store is laid out; writers, readers, the verifier and
 the job planner ask it. :func:`sequence_arrays` gives every array of a sequence (shape, dtype, chunks,
@@ -31,6 +31,12 @@ written with 128 px voxel tiles stay valid). Shards group
 the whole image into one file, keeping the file count of a large dataset small. Every shard belongs
 to one sequence, so writers of different sequences never touch the same file. The numbers behind
 these choices are in ``docs/store.md`` (``benchmarks/bench_store_layout.py`` reproduces them).
+
+Version 2 (this one) adds integrity: every chunk of every array ends in its crc32c (the ``crc32c``
+codec after the compressor; shard indexes carry their own), and writers store every chunk, all-fill
+ones included (``write_empty_chunks``), so a chunk absent from its shard index, or a missing shard
+file, is damage and never reads as fill values. Version 1 stores (no chunk checksums) are refused
+with the command that rebuilds them.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Integral
+from typing import Any
 
 from svrt_errors import StoreLayoutError
 
@@ -54,11 +61,16 @@ __all__ = [
     "sequence_arrays",
     "chunking",
     "compressors",
+    "codec_names",
+    "WRITE_CONFIG",
     "check_layout_version",
     "voxel_dtype",
 ]
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+# zarr's per-array runtime config for writers: store chunks that hold only the fill value too, so that
+# a missing chunk always means damage (readers rely on it).
+WRITE_CONFIG = {"write_empty_chunks": True}
 ROOT_ATTR = "svrt_layout"
 SEQUENCE_ATTR = "svrt_sequence"
 COMPLETE_ATTR = "svrt_complete"
@@ -176,6 +188,16 @@ class ArrayLayout:
     def compressors(self) -> list:
         return compressors(self.name, self.dtype)
 
+    def create_in(self, group: Any, *, attributes: dict[str, Any] | None = None) -> Any:
+        """Create this array in the zarr ``group`` as this layout writes it: its chunks, shards, codecs
+        (crc32c last), dimension names, fill value 0, and every chunk stored (:data:`WRITE_CONFIG`).
+        ``attributes`` default to the array's description."""
+        return group.create_array(
+            self.name, shape=self.shape, dtype=self.dtype, chunks=self.chunks, shards=self.shards,
+            compressors=self.compressors(), dimension_names=self.dims, fill_value=0,
+            attributes={"description": self.description} if attributes is None else attributes, config=WRITE_CONFIG,
+        )
+
 
 def sequence_arrays(geometry: SequenceGeometry) -> dict[str, ArrayLayout]:
     """Every array of a sequence with ``geometry``, by name (``sharp`` only when ``has_sharp``).
@@ -219,25 +241,33 @@ def sequence_arrays(geometry: SequenceGeometry) -> dict[str, ArrayLayout]:
 
 
 def compressors(name: str, dtype: str) -> list:
-    """Codecs by array, chosen on the measurements in ``docs/store.md`` (``benchmarks/bench_store_layout.py``):
-    voxel counts (small integers) take Blosc lz4 with bit-shuffle, float16 voxels byte-shuffle; RGB
-    photographs, which no codec shrinks much and which are most of what training reads, take Blosc lz4
-    for its decode speed; spike bits take zstd-1, the better ratio, as they are the largest input and
-    raw-bit training reads them rarely."""
-    from zarr.codecs import BloscCodec, ZstdCodec
+    """Bytes-to-bytes codecs by array: the compressor, then crc32c, so every chunk carries the checksum
+    of its stored bytes. Compressors are chosen on the measurements in ``docs/store.md``
+    (``benchmarks/bench_store_layout.py``): voxel counts (small integers) take Blosc lz4 with bit-shuffle,
+    float16 voxels byte-shuffle; RGB photographs, which no codec shrinks much and which are most of what
+    training reads, take Blosc lz4 for its decode speed; spike bits take zstd-1, the better ratio, as they
+    are the largest input and raw-bit training reads them rarely."""
+    from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
     if name == "voxels" and dtype == "uint8":
-        return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
+        chain = [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
     elif name == "voxels":
-        return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
+        chain = [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
     elif name in ("blur", "sharp"):
-        return [BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")]
+        chain = [BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")]
     elif name == "spikes":
-        return [ZstdCodec(level=1)]
+        chain = [ZstdCodec(level=1)]
     elif name == "windows":
-        return []
+        chain = []
     else:
         raise StoreLayoutError(f"layout v{LAYOUT_VERSION} has no array {name!r}")
+    return [*chain, Crc32cCodec()]
+
+
+def codec_names(name: str, dtype: str) -> tuple[str | None, bool]:
+    """``(compressor, checksummed)`` as a reader sees the chunk codec chain of array ``name``."""
+    names = [c.to_dict()["name"] for c in compressors(name, dtype)]
+    return (names[0] if names[0] != "crc32c" else None), names[-1] == "crc32c"
 
 
 def check_layout_version(attrs: dict, where: str) -> int:
@@ -248,9 +278,11 @@ def check_layout_version(attrs: dict, where: str) -> int:
                                "create one with `svrt-data voxelize`")
     version = meta["version"]
     if version != LAYOUT_VERSION:
+        why = " (version 1 stores carry no chunk checksums)" if version == 1 else ""
         raise StoreLayoutError(
-            f"{where} has svrt store layout version {version}; this svrt reads version {LAYOUT_VERSION}. "
-            "Rebuild the store with this version's `svrt-data voxelize --overwrite`, or use the svrt "
-            f"release that wrote it ({meta.get('tool_version', 'unknown')})"
+            f"{where} has svrt store layout version {version}; this svrt reads version {LAYOUT_VERSION}{why}. "
+            f"Rebuild it from the raw data with `svrt-data voxelize RAW --out {where} --overwrite` (the old "
+            f"sequences stay until their replacements are complete), or use the svrt release that wrote it "
+            f"({meta.get('tool_version', 'unknown')})"
         )
     return version
