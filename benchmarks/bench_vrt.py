@@ -14,11 +14,17 @@ Rows are selectable so a short run fits in one device call, e.g.::
 
 A row is ``config:mode:precision:attention:checkpoint[:compile[:deform_backend[:graph]]]``; ``graph``
 captures the whole step in one CUDA graph (see ``svrt_model.profiling.profile_vrt``).
+
+``--alignment dcn,deform_attn`` runs every row once per parallel-warping alignment (``VRTConfig.alignment``:
+the official deformable convolution, or guided deformable attention), e.g. a training step with each::
+
+    python3 benchmarks/bench_vrt.py --row gopro:train:bf16:fused:ffn --alignment dcn,deform_attn
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import sys
@@ -111,26 +117,28 @@ def run_row(row: dict[str, str], models: dict[str, torch.nn.Module], iters: int,
     from svrt_model.vrt import VRT
 
     config, shape = CONFIGS[row["config"]]
-    if row["config"] not in models:
+    config = dataclasses.replace(config, alignment=row.get("align", "dcn"))
+    key = f"{row['config']}:{config.alignment}"
+    if key not in models:
         models.clear()
         gc.collect()
         torch.cuda.empty_cache()
         torch.manual_seed(0)
-        models[row["config"]] = VRT(config).cuda()
+        models[key] = VRT(config).cuda()
     out: dict[str, object] = dict(row)
     try:
         res: ProfileResult = profile_vrt(
             config, shape=shape, mode=row["mode"], precision=row["precision"], attention=row["attention"],
             checkpoint=row["checkpoint"], compile=row["compile"], deform_backend=row["deform"],
             graph=row["graph"] == "graph", iters=iters,
-            warmup=warmup, model=models[row["config"]],
+            warmup=warmup, model=models[key],
         )
         out.update(ms=res.median_ms, min_ms=res.min_ms, max_ms=res.max_ms, gib=res.peak_gib, first_s=res.first_call_s)
     except torch.cuda.OutOfMemoryError:
         out.update(ms=None, gib=None, error="OOM")
     except Exception as exc:  # report and keep going: one broken row must not lose the table
         out.update(ms=None, gib=None, error=" ".join(f"{type(exc).__name__}: {exc}".split())[:200])
-    models[row["config"]].zero_grad(set_to_none=True)
+    models[key].zero_grad(set_to_none=True)
     gc.collect()
     torch.cuda.empty_cache()
     return out
@@ -146,6 +154,8 @@ def format_table(results: list[dict[str, object]]) -> str:
         name = ":".join(str(r[k]) for k in ("config", "mode", "precision", "attention", "checkpoint"))
         if r["compile"] != "none" or r["deform"] != "auto" or r["graph"] != "eager":
             name += f":{r['compile']}:{r['deform']}:{r['graph']}"
+        if r.get("align", "dcn") != "dcn":
+            name += f" [{r['align']}]"
         off = OFFICIAL.get((str(r["config"]), str(r["mode"]), str(r["precision"])))
         off_ms = f"{off[0]:.0f}" if off else "-"
         off_gib = f"{off[1]:.1f}" if off and off[1] is not None else "-"
@@ -250,6 +260,8 @@ def main() -> None:
     ap.add_argument("--probe-sdpa", action="store_true", help="report which SDPA backend runs with an additive mask")
     ap.add_argument("--profile-row", default=None, help="print the top CUDA kernels of one row (torch.profiler)")
     ap.add_argument("--out", type=Path, default=None, help="folder for results.json / table.txt")
+    ap.add_argument("--alignment", default="dcn",
+                    help="comma-separated VRTConfig.alignment values; every row runs once per value")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_vrt.py needs a CUDA GPU")
@@ -262,6 +274,10 @@ def main() -> None:
         print(profile_row(args.profile_row, args.out), flush=True)
     rows = [parse_row(r) for r in (SUITES[args.suite] if args.suite else []) + args.row]
     rows = [r for r in rows if args.only in ":".join(r.values())]
+    alignments = [a for a in args.alignment.split(",") if a]
+    if not alignments or not set(alignments) <= {"dcn", "deform_attn"}:
+        raise SystemExit(f"bench_vrt: --alignment {args.alignment!r}; expected a comma list of dcn, deform_attn")
+    rows = [{**r, "align": a} for r in rows for a in alignments]
     results: list[dict[str, object]] = []
     models: dict[str, torch.nn.Module] = {}
     try:

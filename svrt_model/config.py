@@ -4,7 +4,9 @@ The fields are the keyword arguments of ``VRT.__init__`` in the official impleme
 "VRT: A Video Restoration Transformer", 2022; JingyunLiang/VRT ``models/network_vrt.py``), so an
 official config dict builds the same network: ``VRTConfig(**official_kwargs)``. Lists become tuples
 (the config is frozen). Defaults are the official constructor's, except ``upscale`` (1 here: this
-implementation covers the deblurring / ``upscale=1`` branch only; the official default is 4).
+implementation covers the deblurring / ``upscale=1`` branch only; the official default is 4). One field
+is an svrt extension: ``alignment`` (the parallel warping's alignment module), whose default ``"dcn"`` is
+the official network.
 
 Presets are keyword-only factory functions: :func:`gopro_deblurring`, :func:`dvd_deblurring`,
 :func:`svrt_baseline` and :func:`tiny`.
@@ -20,6 +22,7 @@ from typing import Any
 from svrt_model.errors import ModelConfigError
 
 __all__ = [
+    "ALIGNMENTS",
     "NUM_FEATURE_STAGES",
     "STAGE_SCALES",
     "VRTConfig",
@@ -28,6 +31,9 @@ __all__ = [
     "svrt_baseline",
     "tiny",
 ]
+
+ALIGNMENTS = ("dcn", "deform_attn")
+"""Alignment modules of the parallel warping (``VRTConfig.alignment``)."""
 
 NUM_FEATURE_STAGES = 7
 """Stages 1-7 (the U-shaped feature pass); every later depth entry is a stage-8 group."""
@@ -77,6 +83,10 @@ class VRTConfig:
         use_checkpoint_ffn: initial gradient checkpointing of every block's MLP part.
         no_checkpoint_attn_blocks: stage indices exempt from ``use_checkpoint_attn``.
         no_checkpoint_ffn_blocks: stage indices exempt from ``use_checkpoint_ffn``.
+        alignment: svrt extension: the parallel warping's alignment, ``"dcn"`` (the official flow-guided
+            deformable convolution, official parameter names) or ``"deform_attn"`` (RVRT's guided
+            deformable attention, ``deformable_groups`` heads; new parameters, see
+            :mod:`svrt_model.layers.deform_attn_align`).
     """
 
     upscale: int = 1
@@ -102,6 +112,7 @@ class VRTConfig:
     use_checkpoint_ffn: bool = False
     no_checkpoint_attn_blocks: tuple[int, ...] = field(default=())
     no_checkpoint_ffn_blocks: tuple[int, ...] = field(default=())
+    alignment: str = "dcn"
 
     def __post_init__(self) -> None:
         for name in _TUPLE_FIELDS:
@@ -225,6 +236,11 @@ def _validate(cfg: VRTConfig) -> None:
         raise ModelConfigError(f"VRTConfig.qk_scale={cfg.qk_scale}; expected None or a positive value")
     if not 0.0 <= cfg.drop_path_rate < 1.0:
         raise ModelConfigError(f"VRTConfig.drop_path_rate={cfg.drop_path_rate}; expected a value in [0, 1)")
+    if cfg.alignment not in ALIGNMENTS:
+        raise ModelConfigError(
+            f"VRTConfig.alignment={cfg.alignment!r} is unknown; expected one of {', '.join(ALIGNMENTS)} (dcn: the "
+            "official deformable convolution, deform_attn: guided deformable attention)"
+        )
     if cfg.deformable_groups <= 0:
         raise ModelConfigError(f"VRTConfig.deformable_groups={cfg.deformable_groups}; expected a positive value")
     for name in ("no_checkpoint_attn_blocks", "no_checkpoint_ffn_blocks"):

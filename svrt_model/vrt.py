@@ -31,7 +31,7 @@ from svrt_model.layers.spynet import SpyNet, load_spynet_weights
 from svrt_model.layers.stage import Stage
 from svrt_model.layers.tmsa import RTMSA, TMSA
 
-__all__ = ["CHECKPOINT_PARTS", "EncoderHook", "Flows", "VRT", "align_images"]
+__all__ = ["BANDWIDTH_SAVERS", "CHECKPOINT_PARTS", "EncoderHook", "Flows", "VRT", "align_images"]
 
 EncoderHook = Callable[[int, torch.Tensor], torch.Tensor]
 """``hook(stage, feats)``: stage in 1..4, feats ``(B, C, T, H, W)``; returns a tensor of the same shape."""
@@ -39,7 +39,9 @@ EncoderHook = Callable[[int, torch.Tensor], torch.Tensor]
 Flows = tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]
 """``(flows_backward, flows_forward)``: 4 levels each, level i ``(B, T-1, 2, H/2^i, W/2^i)``."""
 
-CHECKPOINT_PARTS = ("attn", "ffn", "align", "align-full", "align1")
+CHECKPOINT_PARTS = ("attn", "ffn", "align", "align-full", "align1", "attn-mutual", "attn8")
+BANDWIDTH_SAVERS = ("residual", "mutual-proj", "mask-groups")
+"""Changes of the blocks that move and keep fewer bytes for the same numbers (``VRT.set_bandwidth_savers``)."""
 _RESHAPES = ("none", "down", "down", "down", "up", "up", "up")
 _FLOW_LEVELS = 4
 _STAGE_FLOW_LEVEL = (0, 1, 2, 3, 2, 1, 0)
@@ -91,6 +93,7 @@ class VRT(nn.Module):
                 reshape=_RESHAPES[i], mul_attn_ratio=config.mul_attn_ratio, mlp_ratio=config.mlp_ratio,
                 qkv_bias=config.qkv_bias, qk_scale=config.qk_scale, drop_path=rates[starts[i]:starts[i + 1]],
                 deformable_groups=config.deformable_groups, max_residue_magnitude=10 / STAGE_SCALES[i],
+                alignment=config.alignment,
             )
             self.add_module(f"stage{i + 1}", stage)
         c6, c7 = dims[NUM_FEATURE_STAGES - 1], dims[NUM_FEATURE_STAGES]
@@ -109,6 +112,7 @@ class VRT(nn.Module):
         if config.spynet_path is not None:
             load_spynet_weights(self.spynet, config.spynet_path)
         self.set_grad_checkpointing("official")
+        self.set_bandwidth_savers("all")
 
     # ------------------------------------------------------------------ run-time switches
     def set_attention(self, impl: str) -> None:
@@ -139,7 +143,9 @@ class VRT(nn.Module):
                 attention part of each stage's second group always, plus ``use_checkpoint_attn`` /
                 ``use_checkpoint_ffn`` of the config outside ``no_checkpoint_*_blocks``); ``"all"``
                 (``"attn+ffn+align"``); or a ``+``-joined set of parts: ``"attn"`` (attention part of
-                every block), ``"ffn"`` (MLP part of every block), ``"align"`` (the deformable
+                every block), ``"attn-mutual"`` (attention part of the blocks of every stage's first,
+                mutual-attention group: the most activations per token), ``"attn8"`` (attention part of
+                the stage-8 blocks), ``"ffn"`` (MLP part of every block), ``"align"`` (the deformable
                 alignment of stages 1-7), ``"align-full"`` (the alignment of the full-resolution stages
                 1 and 7 only, which hold about three quarters of its activations and recompute),
                 ``"align1"`` (stage 1's alignment only: its activations are kept the longest, through
@@ -155,7 +161,10 @@ class VRT(nn.Module):
                     attn = second_group or (cfg.use_checkpoint_attn and idx not in cfg.no_checkpoint_attn_blocks)
                     ffn = cfg.use_checkpoint_ffn and idx not in cfg.no_checkpoint_ffn_blocks
                 else:
-                    attn, ffn = "attn" in parts, "ffn" in parts
+                    feature_stage = idx < NUM_FEATURE_STAGES
+                    attn = ("attn" in parts or ("attn-mutual" in parts and feature_stage and not second_group)
+                            or ("attn8" in parts and not feature_stage))
+                    ffn = "ffn" in parts
                 block.checkpoint_attn = bool(attn)
                 block.checkpoint_ffn = bool(ffn)
         full_resolution = (1, NUM_FEATURE_STAGES)  # stages 2-6 run at 1/2, 1/4, 1/8, 1/4, 1/2
@@ -179,8 +188,41 @@ class VRT(nn.Module):
             )
         return parts
 
+    def set_bandwidth_savers(self, names: str = "all") -> None:
+        """Switch the blocks' bandwidth savers (all on by default); they never change the numbers beyond
+        rounding order (the golden parity holds with any set), so turning them off attributes their gain.
+
+        Args:
+            names: ``"all"``, ``"none"`` or a ``+``-joined subset of :data:`BANDWIDTH_SAVERS`:
+                ``residual`` (stochastic depth inside the residual addition, one pass instead of two),
+                ``mutual-proj`` (the mutual blocks' output projection read from the attention outputs in
+                place, without the two concatenated copies it would otherwise make and keep),
+                ``mask-groups`` (shifted-window masks added as one broadcast bias per mask pattern instead
+                of a bias materialised, and kept for backward, per masked window).
+        """
+        chosen = set(BANDWIDTH_SAVERS) if names == "all" else set() if names == "none" else set(names.split("+"))
+        if not chosen <= set(BANDWIDTH_SAVERS) or (names not in ("all", "none") and not chosen):
+            raise ModelConfigError(
+                f"VRT.set_bandwidth_savers: unknown names {names!r}; expected 'all', 'none' or a '+'-joined subset "
+                f"of {BANDWIDTH_SAVERS}"
+            )
+        for m in self.modules():
+            if isinstance(m, TMSA):
+                m.fused_residual = "residual" in chosen
+                m.grouped_masks = "mask-groups" in chosen
+            elif isinstance(m, WindowAttention):
+                m.split_proj = "mutual-proj" in chosen
+        self.bandwidth_savers = "+".join(n for n in BANDWIDTH_SAVERS if n in chosen) or "none"
+
     def compile_blocks(self, parts: str = "ffn") -> None:
         """Compile parts of every TMSA block with ``torch.compile`` (first calls pay the compile time).
+
+        Global side effect, not restored: compiling raises torch dynamo's process-wide recompile limits
+        (``torch._dynamo.config.recompile_limit`` / ``cache_size_limit``) to at least 64, because every
+        distinct block (shape, window, shift, mutual) is one compiled variant (~20 for VRT) and past the
+        default limit dynamo runs the further variants eagerly. The limits stay raised for the whole process
+        (compilation happens at the first calls, long after this method returns), also after
+        ``parts="none"``; other compiled code in the process sees them too.
 
         Args:
             parts: ``"none"`` (back to eager), ``"ffn"``, ``"attn"`` or ``"attn+ffn"``.
@@ -202,7 +244,9 @@ class VRT(nn.Module):
                 block.compile_parts(attn="attn" in chosen, ffn="ffn" in chosen)
 
     def set_deform_conv_backend(self, backend: str) -> None:
-        """Backend of :func:`kernels.deform_conv.deform_conv2d` for every alignment (``"auto"`` default)."""
+        """Backend of every alignment's op (``"auto"`` default): :func:`kernels.deform_conv.deform_conv2d`
+        (``"reference"`` or ``"cuda"``), or :func:`kernels.deform_attn.deform_attn` with
+        ``alignment="deform_attn"`` (where ``"reference"`` means its torch path)."""
         for i in range(NUM_FEATURE_STAGES):
             getattr(self, f"stage{i + 1}").pa_deform.backend = backend
 

@@ -3,7 +3,8 @@
 Data flow of the default ``fusion="cross_attention"`` for RGB frames ``(B, T, 3, H, W)`` and spike
 voxels ``(B, T, K, Hs, Ws)``:
 
-1. spike input module (precomputed voxels pass through) -> :class:`SpikeEncoder3D`: 4 scales;
+1. spike input module (precomputed voxels pass through; raw packed bits are accumulated with learnable
+   decays, ``spike_input="raw"``) -> :class:`SpikeEncoder3D`: 4 scales;
 2. :class:`SpikeTemporalSA`: per-pixel self-attention over T at every scale;
 3. the backbone runs; after each encoder stage 1-4 its ``encoder_hook`` fuses the stage output with
    the same scale's spike features (:class:`MultiScaleTemporalCrossAttnFuse`, spike features resized
@@ -29,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from svrt_model.errors import ModelConfigError, ModelInputError
 from svrt_model.spike.encoder import SpikeEncoder3D
 from svrt_model.spike.fusion import MultiScaleTemporalCrossAttnFuse
-from svrt_model.spike.inputs import build_spike_input, early_spike_channels
+from svrt_model.spike.inputs import RawSpikes, build_spike_input, early_spike_channels
 from svrt_model.spike.temporal_attention import SpikeTemporalSA
 from svrt_model.spike.temporal_mha import ATTENTION_IMPLS, PixelAttentionBlock
 from svrt_model.vrt import VRT, Flows
@@ -57,15 +58,17 @@ class VRTSpike(nn.Module):
         self.config = config
         self.vrt = VRT(config.backbone)
         if config.fusion in ("cross_attention", "early"):
-            self.spike_input = build_spike_input(config.spike_input, config.spike_bins)
+            self.spike_input = build_spike_input(config.spike_input, config.spike_bins,
+                                                 init_gamma=config.raw_init_gamma)
         if config.fusion == "cross_attention":
             chans = config.channels_per_scale
             self.spike_encoder = SpikeEncoder3D(config.spike_bins, chans, config.temporal_strides,
-                                                config.spatial_strides)
+                                                config.spatial_strides, activation=config.encoder_activation)
             self.spike_temporal_sa = SpikeTemporalSA(chans, config.tsa_heads, config.tsa_mlp_ratio)
             self.cross_attn_fuse = MultiScaleTemporalCrossAttnFuse(
                 chans, config.fuse_heads, config.fuse_mlp_ratio, zero_init=config.fuse_zero_init
             )
+            self.cross_attn_fuse.resize = config.spike_resize
             self.set_spike_attention(config.attention)
             self.set_spike_chunking(config.chunk_tokens)
         self.spike_checkpoint = "none"
@@ -194,14 +197,18 @@ class VRTSpike(nn.Module):
         return self.spike_temporal_sa(feats)
 
     def forward(
-        self, rgb: torch.Tensor, spikes: torch.Tensor | None = None, flows: Flows | None = None
+        self, rgb: torch.Tensor, spikes: torch.Tensor | RawSpikes | None = None, flows: Flows | None = None
     ) -> torch.Tensor:
         """Restore a clip.
 
         Args:
             rgb: ``(B, T, 3, H, W)`` blurry frames in [0, 1] (T >= 2; H, W as ``VRT.check_input`` wants).
             spikes: ``(B, T, K, Hs, Ws)`` voxels of the same frames, at the RGB size or another size with
-                the same field of view (e.g. half); ignored (may be None) for ``fusion="rgb_only"``.
+                the same field of view (e.g. half); ignored (may be None) for ``fusion="rgb_only"``. With
+                ``spike_input="raw"``: :class:`~svrt_model.spike.inputs.RawSpikes` (the loader's packed
+                ``spike_bits`` ``(B, S, Hs, Ws/8)`` and ``spike_bin_ranges`` ``(B, T, K, 2)``, e.g.
+                ``RawSpikes.from_batch(SpikeTransform(spike_input="raw", bins=K, raw_output="bits")(batch))``),
+                accumulated by the model's learnable decays.
             flows: None (SpyNet) or the backbone's ``(flows_backward, flows_forward)`` (see ``VRT.forward``).
 
         Returns:
@@ -213,7 +220,8 @@ class VRTSpike(nn.Module):
             return self.vrt(rgb, flows)
         elif fusion == "early":
             vox = self._voxels(rgb, spikes)
-            extra = early_spike_channels(vox, self.config.early_channels, tuple(rgb.shape[-2:]))
+            extra = early_spike_channels(vox, self.config.early_channels, tuple(rgb.shape[-2:]),
+                                         self.config.spike_resize)
             return self.vrt(torch.cat([rgb, extra.to(rgb.dtype)], dim=2), flows)  # B T 3+E H W
         elif fusion == "cross_attention":
             feats = self._encode(self._voxels(rgb, spikes))

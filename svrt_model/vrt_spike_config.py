@@ -5,7 +5,8 @@ The fields ``vrt``, ``spike_bins``, ``channels_per_scale``, ``temporal_strides``
 original ``VRTWithSpike`` (S-VRT ``src/models/integrate_vrt.py``; its backbone becomes the ``vrt``
 config), so the golden files' config dict builds the same network through :meth:`VRTSpikeConfig.from_dict`.
 The other fields are ours: the fusion variant, early-fusion channels, zero-initialised fusion outputs,
-the spike input kind, bounded-memory chunking and the attention path.
+the spike input kind (and the raw input's initial decay), bounded-memory chunking, the attention path,
+the encoder's activation op and the spike features' resize.
 
 Presets are keyword-only factory functions: :func:`svrt_base` and :func:`svrt_tiny`.
 """
@@ -24,10 +25,12 @@ from svrt_model.config import VRTConfig, svrt_baseline
 from svrt_model.errors import ModelConfigError
 
 __all__ = [
+    "ENCODER_ACTIVATIONS",
     "FUSIONS",
     "NUM_SCALES",
     "SPIKE_ATTENTION_IMPLS",
     "SPIKE_INPUTS",
+    "SPIKE_RESIZES",
     "VRTSpikeConfig",
     "load_config",
     "svrt_base",
@@ -41,8 +44,17 @@ FUSIONS = ("cross_attention", "early", "rgb_only")
 """``cross_attention``: the S-VRT model (default); ``early``: spike channels concatenated to the RGB
 input; ``rgb_only``: plain VRT, spikes ignored."""
 
-SPIKE_INPUTS = ("voxels",)
-"""How spikes arrive: ``voxels`` = ``(B, T, K, Hs, Ws)`` bin counts (or their transforms)."""
+SPIKE_INPUTS = ("voxels", "raw")
+"""How spikes arrive: ``voxels`` = ``(B, T, K, Hs, Ws)`` bin counts (or their transforms); ``raw`` = the
+loader's packed bits and bin plan (:class:`~svrt_model.spike.inputs.RawSpikes`), accumulated in the model
+with a learnable decay per bin (:class:`~svrt_model.spike.accumulator.SpikeAccumulator`)."""
+
+ENCODER_ACTIVATIONS = ("relu", "fused_bias_act")
+"""The spike encoder's bias + ReLU: ``relu`` (the original's) or ``fused_bias_act`` (one fused op)."""
+
+SPIKE_RESIZES = ("bilinear", "upfirdn2d")
+"""Resizing spike features to a stage's (or, for early fusion, the RGB) size: ``bilinear`` (the original's)
+or ``upfirdn2d`` (anti-aliased 2x FIR steps, :func:`kernels.resample.resize`)."""
 
 SPIKE_ATTENTION_IMPLS = ("fused", "reference")
 """Per-pixel temporal attention: ``fused`` (one SDPA call per block over all pixels, or the compiled
@@ -71,10 +83,15 @@ class VRTSpikeConfig:
             equal consecutive groups, each channel the mean of its group (K must be divisible).
         fuse_zero_init: zero the fusion blocks' output projections (attention ``out_proj`` and the
             MLP's last layer), so the fused model starts as exactly the backbone.
-        spike_input: one of :data:`SPIKE_INPUTS`.
+        spike_input: one of :data:`SPIKE_INPUTS`; ``"raw"`` makes ``VRTSpike.forward`` take
+            :class:`~svrt_model.spike.inputs.RawSpikes` as its ``spikes``.
+        raw_init_gamma: ``spike_input="raw"``: the accumulator's initial decay, in (0, 1] (1: the count
+            voxels ``"voxels"`` would receive).
         chunk_tokens: None (every pixel at once) or the most pixel sequences (B x pixels) a temporal
             attention block processes at a time; bounds transient memory, never changes results.
         attention: one of :data:`SPIKE_ATTENTION_IMPLS` (initial value of ``VRTSpike.set_spike_attention``).
+        encoder_activation: one of :data:`ENCODER_ACTIVATIONS`.
+        spike_resize: one of :data:`SPIKE_RESIZES`.
     """
 
     vrt: VRTConfig = field(default_factory=svrt_baseline)
@@ -92,6 +109,9 @@ class VRTSpikeConfig:
     spike_input: str = "voxels"
     chunk_tokens: int | None = None
     attention: str = "fused"
+    raw_init_gamma: float = 1.0
+    encoder_activation: str = "relu"
+    spike_resize: str = "bilinear"
 
     def __post_init__(self) -> None:
         if isinstance(self.vrt, Mapping):
@@ -160,6 +180,11 @@ def _validate(cfg: VRTSpikeConfig) -> None:
     _choice(cfg, "fusion", FUSIONS)
     _choice(cfg, "spike_input", SPIKE_INPUTS)
     _choice(cfg, "attention", SPIKE_ATTENTION_IMPLS)
+    _choice(cfg, "encoder_activation", ENCODER_ACTIVATIONS)
+    _choice(cfg, "spike_resize", SPIKE_RESIZES)
+    g = cfg.raw_init_gamma
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g <= 1:
+        raise ModelConfigError(f"VRTSpikeConfig.raw_init_gamma={g!r}; expected a decay in (0, 1]")
     if not _is_int(cfg.spike_bins) or cfg.spike_bins < 1:
         raise ModelConfigError(f"VRTSpikeConfig.spike_bins={cfg.spike_bins!r}; expected an integer K >= 1")
     if cfg.vrt.in_chans != 3:

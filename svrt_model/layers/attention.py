@@ -15,6 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from svrt_model.errors import ModelConfigError
 from svrt_model.layers.position import relative_position_bias, relative_position_index, sine_position_encoding
+from svrt_model.layers.window import MaskGroups
 
 __all__ = ["ATTENTION_IMPLS", "WindowAttention", "sdpa_padded", "window_attention"]
 
@@ -24,10 +25,10 @@ ATTENTION_IMPLS = ("fused", "plain")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _HEAD_DIM_ALIGN = 8
 # cuDNN's fused attention, which SDPA prefers for unmasked bf16/fp16 inputs, hits an illegal memory
-# access on VRT's mutual-attention windows with small heads (tiny config: 64 tokens, head dim 8; seen on
-# an H100 with torch 2.11): keep SDPA on the flash, memory-efficient and math kernels. For short
-# windows the memory-efficient kernel is the faster one (H100, bf16, fwd+bwd, 3456x6 windows of 64
-# tokens, head dim 24: 1.20 ms against flash's 2.15 ms; at 128 tokens flash wins, 1.46 against 1.70).
+# access on VRT's mutual-attention windows with small heads (tiny config: 64 tokens, head dim 8; torch
+# 2.11, benchmarks/RESULTS.md "After the cuDNN-attention fix"): keep SDPA on the flash,
+# memory-efficient and math kernels. Windows of up to _SHORT_WINDOW tokens try the memory-efficient
+# kernel first, longer ones flash: the faster order for each (SDPA timings: benchmarks/RESULTS.md).
 _SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 _SDPA_BACKENDS_SHORT = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 _SHORT_WINDOW = 64
@@ -82,14 +83,43 @@ def _sdpa_call(
     call inside failed in inductor on CUDA (torch 2.11, an AssertionError). Compiled attention cores
     graph-break here instead, so the data movement around attention (norm, roll, window partition, head
     padding, output projection) still fuses."""
+    if q.device.type == "meta":  # shape / memory tracing: keep for backward what the CUDA fused kernel keeps
+        lse = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        if bias is not None:
+            bias = bias.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+        return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, lse, scale=scale)[0]
     short = max(q.shape[-2], k.shape[-2]) <= _SHORT_WINDOW
     with sdpa_kernel(_SDPA_BACKENDS_SHORT if short else _SDPA_BACKENDS, set_priority=True):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
 
 
+def _grouped_mask_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, shared: torch.Tensor | None, nw: int,
+    groups: MaskGroups,
+) -> torch.Tensor:
+    """Attend everywhere with the shared bias, then redo the masked windows group by group, each group with
+    ONE broadcast bias (its mask pattern + the shared bias): no per-window bias is materialised or kept."""
+    out = _sdpa(q, k, v, shared, scale)
+    if not groups:
+        return out
+    batch = q.shape[0] // nw
+    offsets = torch.arange(batch, device=q.device).unsqueeze(1) * nw
+    indices, fixed = [], []
+    for pattern, windows in groups:
+        idx = (offsets + windows).flatten()  # (B m)
+        bias = pattern.to(q.dtype).expand(1, 1, *pattern.shape)
+        if shared is not None:
+            bias = bias + shared  # 1 nH N N
+        fixed.append(_sdpa(q.index_select(0, idx), k.index_select(0, idx), v.index_select(0, idx), bias, scale))
+        indices.append(idx)
+    if len(fixed) == 1:
+        return out.index_copy(0, indices[0], fixed[0])
+    return out.index_copy(0, torch.cat(indices), torch.cat(fixed))
+
+
 def _fused_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, rel_bias: torch.Tensor | None,
-    mask: torch.Tensor | None, mask_windows: torch.Tensor | None,
+    mask: torch.Tensor | None, mask_windows: torch.Tensor | None, mask_groups: MaskGroups | None = None,
 ) -> torch.Tensor:
     bw, heads, n, hd = q.shape
     shared = None if rel_bias is None else rel_bias.unsqueeze(0).to(q.dtype)  # 1 nH N N, broadcast over windows
@@ -97,6 +127,8 @@ def _fused_attention(
         return _sdpa(q, k, v, shared, scale)
     nw = mask.shape[0]
     batch = bw // nw
+    if mask_groups is not None:
+        return _grouped_mask_attention(q, k, v, scale, shared, nw, mask_groups)
     if mask_windows is not None:
         # Most windows have an all-zero mask: attend everywhere with the shared bias, then redo only the
         # windows that mix shifted regions with the full mask, so the per-window bias (and its gradient)
@@ -133,6 +165,7 @@ def window_attention(
     rel_bias: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
     mask_windows: torch.Tensor | None = None,
+    mask_groups: MaskGroups | None = None,
     impl: str = "fused",
 ) -> torch.Tensor:
     """Multi-head attention inside windows, with an optional per-head bias and per-window mask.
@@ -147,6 +180,9 @@ def window_attention(
         mask_windows: optional indices of the windows whose mask is not all zero (see
             :func:`~svrt_model.layers.window.masked_windows`); the fused path then builds the per-window
             mask for those windows only. Ignored by the plain path; never changes the result.
+        mask_groups: optional masked windows grouped by mask pattern (see
+            :func:`~svrt_model.layers.window.mask_groups`); the fused path then redoes each group with one
+            broadcast bias instead of a bias per window (preferred over ``mask_windows``; same result).
         impl: ``"fused"`` (``F.scaled_dot_product_attention``, bias and mask as one additive mask in
             q's dtype) or ``"plain"`` (matmul-softmax-matmul as the official code, softmax in float32
             for half-precision inputs).
@@ -155,7 +191,7 @@ def window_attention(
         ``(B*nW, nH, N, hd)``.
     """
     if impl == "fused":
-        return _fused_attention(q, k, v, scale, rel_bias, mask, mask_windows)
+        return _fused_attention(q, k, v, scale, rel_bias, mask, mask_windows, mask_groups)
     elif impl == "plain":
         return _plain_attention(q, k, v, scale, rel_bias, mask)
     else:
@@ -198,6 +234,7 @@ class WindowAttention(nn.Module):
         self.scale = qk_scale or (dim // num_heads) ** -0.5
         self.mutual = mutual
         self.impl = "fused"
+        self.split_proj = True  # mutual projection without concatenations (VRT.set_bandwidth_savers)
         wd, wh, ww = window
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1), num_heads)
@@ -216,7 +253,11 @@ class WindowAttention(nn.Module):
         return qkv.view(bw, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # 3 B*nW nH N hd
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, mask_windows: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        mask_windows: torch.Tensor | None = None,
+        mask_groups: tuple[MaskGroups, MaskGroups] | None = None,
     ) -> torch.Tensor:
         """Attend within windows.
 
@@ -225,27 +266,40 @@ class WindowAttention(nn.Module):
             mask: ``(nW, N, N)`` shifted-window mask or None.
             mask_windows: indices of the windows whose mask is not all zero, or None (see
                 :func:`window_attention`).
+            mask_groups: ``(groups of the full mask, groups of the mutual slice)`` (see
+                :func:`~svrt_model.layers.window.mask_groups`), used by the fused path instead of
+                ``mask_windows``; or None.
 
         Returns:
             ``(B*nW, N, C)``.
         """
         bw, n, c = x.shape
+        groups, half_groups = mask_groups if mask_groups is not None else (None, None)
         q, k, v = self._heads(self.qkv_self(x))
         rel_bias = relative_position_bias(self.relative_position_bias_table, self.relative_position_index, n)
         out = window_attention(
-            q, k, v, scale=self.scale, rel_bias=rel_bias, mask=mask, mask_windows=mask_windows, impl=self.impl
+            q, k, v, scale=self.scale, rel_bias=rel_bias, mask=mask, mask_windows=mask_windows, mask_groups=groups,
+            impl=self.impl,
         )
-        out = out.transpose(1, 2).reshape(bw, n, c)
-        if self.mutual:
-            half = n // 2
-            pos = self.position_bias.to(x.dtype).repeat(1, 2, 1)  # 1 N C: same encoding for both frames
-            q, k, v = self._heads(self.qkv_mut(x + pos))
-            q1, q2 = q[:, :, :half], q[:, :, half:]
-            k1, k2 = k[:, :, :half], k[:, :, half:]
-            v1, v2 = v[:, :, :half], v[:, :, half:]
-            m = None if mask is None else mask[:, :half, :half]  # the official slice
-            a1 = window_attention(q2, k1, v1, scale=self.scale, mask=m, mask_windows=mask_windows, impl=self.impl)
-            a2 = window_attention(q1, k2, v2, scale=self.scale, mask=m, mask_windows=mask_windows, impl=self.impl)
-            mut = torch.cat([a1, a2], dim=2).transpose(1, 2).reshape(bw, n, c)
-            out = torch.cat([mut, out], dim=2)
-        return self.proj(out)
+        out = out.transpose(1, 2).reshape(bw, n, c)  # a view of the fused kernels' (B*nW, N, nH, hd) output
+        if not self.mutual:
+            return self.proj(out)
+        half = n // 2
+        pos = self.position_bias.to(x.dtype).repeat(1, 2, 1)  # 1 N C: same encoding for both frames
+        q, k, v = self._heads(self.qkv_mut(x + pos))
+        q1, q2 = q[:, :, :half], q[:, :, half:]
+        k1, k2 = k[:, :, :half], k[:, :, half:]
+        v1, v2 = v[:, :, :half], v[:, :, half:]
+        m = None if mask is None else mask[:, :half, :half]  # the official slice
+        a1 = window_attention(q2, k1, v1, scale=self.scale, mask=m, mask_windows=mask_windows, mask_groups=half_groups,
+                              impl=self.impl)
+        a2 = window_attention(q1, k2, v2, scale=self.scale, mask=m, mask_windows=mask_windows, mask_groups=half_groups,
+                              impl=self.impl)
+        if self.split_proj:
+            # proj(cat[mutual, self]) as two products with the weight's halves, read straight from the
+            # attention outputs (views the attention keeps anyway): no concatenated copies are made or kept.
+            w = self.proj.weight
+            mut = torch.cat([F.linear(a.transpose(1, 2).reshape(bw, half, c), w[:, :c]) for a in (a1, a2)], dim=1)
+            return F.linear(out, w[:, c:], self.proj.bias) + mut
+        mut = torch.cat([a1, a2], dim=2).transpose(1, 2).reshape(bw, n, c)
+        return self.proj(torch.cat([mut, out], dim=2))

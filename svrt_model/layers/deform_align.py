@@ -13,14 +13,33 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import FunctionCtx
 
 from kernels.deform_conv import deform_conv2d
+from svrt_model.errors import ModelInputError
 from svrt_model.layers.autocast import autocast_disabled
 
 __all__ = ["FlowGuidedDeformAlign"]
 
 _KERNEL = 3
 _TAPS = _KERNEL * _KERNEL
+
+
+class _DeformConvShapes(torch.autograd.Function):
+    """Meta-device stand-in of the 3x3, stride-1, padding-1 deformable convolution: the output's shape, and
+    the tensors the CUDA op keeps for backward (input, offset, mask, weight), so a traced training forward
+    counts the GPU's memory rather than the pure-torch reference's sampled columns."""
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, input: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(input, offset, mask, weight)
+        n, _, h, w = input.shape
+        return input.new_empty(n, weight.shape[0], h, w)
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        raise ModelInputError("the meta-device deformable convolution traces shapes only; it has no backward")
 
 
 class FlowGuidedDeformAlign(nn.Module):
@@ -90,6 +109,8 @@ class FlowGuidedDeformAlign(nn.Module):
         # deform_conv2d upcasts a bf16/fp16 ``neighbour`` itself, so the backward keeps the half-size
         # tensor instead of a float32 copy, and returns the output in ``neighbour``'s dtype (what the
         # stage casts it to anyway).
+        if neighbour.device.type == "meta":  # shape / memory tracing: what the CUDA op keeps, nothing computed
+            return _DeformConvShapes.apply(neighbour, offset, mask, self.weight)
         with autocast_disabled(neighbour.device.type):
             return deform_conv2d(
                 neighbour, offset, self.weight, self.bias, stride=1, padding=1, dilation=1, mask=mask,

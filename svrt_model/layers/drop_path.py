@@ -28,5 +28,18 @@ class DropPath(nn.Module):
         scale = (keep + torch.rand(shape, dtype=x.dtype, device=x.device)).floor_().div_(keep)  # 0 or 1/keep
         return x * scale
 
+    def residual(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        """``x + self(branch)`` as one elementwise pass, with the same random draw as :meth:`forward`.
+
+        The scaled branch is never written out: one read of each input and one write of the sum instead
+        of an extra write and read of the branch's size.
+        """
+        if self.p == 0.0 or not self.training:
+            return x + branch
+        keep = 1.0 - self.p
+        shape = (branch.shape[0],) + (1,) * (branch.ndim - 1)
+        scale = (keep + torch.rand(shape, dtype=branch.dtype, device=branch.device)).floor_().div_(keep)
+        return torch.addcmul(x, branch, scale)
+
     def extra_repr(self) -> str:
         return f"p={self.p}"

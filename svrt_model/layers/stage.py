@@ -2,7 +2,8 @@
 
 Tokens are channels-last ``(B, D, H, W, C)`` throughout. Parallel warping aligns every frame's
 neighbours (the next frame for the backward direction, the previous for the forward one) with
-:class:`FlowGuidedDeformAlign`, all frames of both directions in ONE batched call (frames are
+:class:`FlowGuidedDeformAlign` (or, with ``alignment="deform_attn"``, :class:`FlowGuidedDeformAttnAlign`),
+all frames of both directions in ONE batched call (frames are
 independent, so this equals the official per-frame loop), then fuses ``[x, backward, forward]`` with
 a GEGLU MLP (no residual around it).
 """
@@ -18,11 +19,12 @@ from torch.utils.checkpoint import checkpoint
 
 from svrt_model.errors import ModelConfigError
 from svrt_model.layers.deform_align import FlowGuidedDeformAlign
+from svrt_model.layers.deform_attn_align import FlowGuidedDeformAttnAlign
 from svrt_model.layers.flow_warp import flow_warp
 from svrt_model.layers.mlp import MlpGEGLU
 from svrt_model.layers.tmsa import TMSAG
 
-__all__ = ["RESHAPES", "Stage", "make_reshape", "parallel_warp"]
+__all__ = ["RESHAPES", "Stage", "make_alignment", "make_reshape", "parallel_warp"]
 
 RESHAPES = ("none", "down", "up")
 
@@ -51,12 +53,28 @@ def make_reshape(kind: str, in_dim: int, dim: int) -> nn.Sequential:
         raise ModelConfigError(f"Stage reshape {kind!r} is unknown; expected one of {RESHAPES}")
 
 
-def parallel_warp(align: FlowGuidedDeformAlign, x: torch.Tensor, flows_backward: torch.Tensor,
-                  flows_forward: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def make_alignment(
+    kind: str, dim: int, deformable_groups: int, max_residue_magnitude: float
+) -> FlowGuidedDeformAlign | FlowGuidedDeformAttnAlign:
+    """The parallel warping's alignment (``VRTConfig.alignment``), kept as ``pa_deform``.
+
+    ``"dcn"``: the official flow-guided deformable convolution; ``"deform_attn"``: guided deformable
+    attention with ``deformable_groups`` heads. Both take ``(neighbour, warped, current, flow)``.
+    """
+    if kind == "dcn":
+        return FlowGuidedDeformAlign(dim, deformable_groups, max_residue_magnitude)
+    elif kind == "deform_attn":
+        return FlowGuidedDeformAttnAlign(dim, deformable_groups, max_residue_magnitude)
+    else:
+        raise ModelConfigError(f"Stage alignment {kind!r} is unknown; expected 'dcn' or 'deform_attn'")
+
+
+def parallel_warp(align: FlowGuidedDeformAlign | FlowGuidedDeformAttnAlign, x: torch.Tensor,
+                  flows_backward: torch.Tensor, flows_forward: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Neighbour features aligned to every frame, for both directions, in one batched alignment.
 
     Args:
-        align: the stage's flow-guided deformable alignment.
+        align: the stage's flow-guided alignment (deformable convolution or deformable attention).
         x: ``(B, T, C, H, W)`` features.
         flows_backward: ``(B, T-1, 2, H, W)``: flow from frame t to frame t+1.
         flows_forward: ``(B, T-1, 2, H, W)``: flow from frame t+1 to frame t.
@@ -92,6 +110,7 @@ class Stage(nn.Module):
         drop_path: the stage's stochastic-depth rates (one per block; both groups read from the start).
         deformable_groups: offset groups of the alignment.
         max_residue_magnitude: bound of the alignment's learned offsets (10 / scale).
+        alignment: ``"dcn"`` or ``"deform_attn"`` (:func:`make_alignment`).
     """
 
     def __init__(
@@ -110,6 +129,7 @@ class Stage(nn.Module):
         drop_path: Sequence[float] = (),
         deformable_groups: int = 16,
         max_residue_magnitude: float = 10.0,
+        alignment: str = "dcn",
     ) -> None:
         super().__init__()
         rates = list(drop_path) or [0.0] * depth
@@ -120,7 +140,7 @@ class Stage(nn.Module):
         self.linear1 = nn.Linear(dim, dim)
         self.residual_group2 = TMSAG(dim, depth - n_mutual, num_heads, tuple(window), mutual=False, **common)
         self.linear2 = nn.Linear(dim, dim)
-        self.pa_deform = FlowGuidedDeformAlign(dim, deformable_groups, max_residue_magnitude)
+        self.pa_deform = make_alignment(alignment, dim, deformable_groups, max_residue_magnitude)
         self.pa_fuse = MlpGEGLU(3 * dim, 3 * dim, dim)
         self.checkpoint_align = False
 

@@ -8,7 +8,7 @@ between modules, which changes no value. Gradient checkpointing is a per-block r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -19,7 +19,9 @@ from svrt_model.layers.autocast import to_autocast_dtype
 from svrt_model.layers.drop_path import DropPath
 from svrt_model.layers.mlp import MlpGEGLU
 from svrt_model.layers.window import (
+    MaskGroups,
     effective_window,
+    mask_groups,
     masked_windows,
     pad_to_windows,
     padded_size,
@@ -71,6 +73,9 @@ class TMSA(nn.Module):
         self.mlp = MlpGEGLU(dim, int(dim * mlp_ratio))
         self.checkpoint_attn = False
         self.checkpoint_ffn = False
+        # bandwidth savers (VRT.set_bandwidth_savers): same numbers, fewer bytes moved and kept
+        self.fused_residual = True  # stochastic depth applied inside the residual addition
+        self.grouped_masks = True  # shifted-window masks as one broadcast bias per mask pattern
         self._attention_fn = self.attention_core  # replaced by compiled versions through compile_parts()
         self._mlp_fn = self.mlp_core
 
@@ -84,7 +89,8 @@ class TMSA(nn.Module):
         self._mlp_fn = torch.compile(self.mlp_core, dynamic=False) if ffn else self.mlp_core
 
     def attention_core(
-        self, x: torch.Tensor, win: Size3, shift: Size3, mask: torch.Tensor | None, mask_windows: torch.Tensor | None
+        self, x: torch.Tensor, win: Size3, shift: Size3, mask: torch.Tensor | None, mask_windows: torch.Tensor | None,
+        groups: tuple[MaskGroups, MaskGroups] | None = None,
     ) -> torch.Tensor:
         """norm1, pad, roll, window attention, reverse, roll back, crop (no stochastic depth)."""
         b, d, h, w, _ = x.shape
@@ -92,7 +98,7 @@ class TMSA(nn.Module):
         size = tuple(x.shape[1:4])
         if mask is not None:
             x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-        out = self.attn(window_partition(x, win), mask, mask_windows)  # B*nW N C
+        out = self.attn(window_partition(x, win), mask, mask_windows, groups)  # B*nW N C
         x = window_reverse(out, win, b, size)
         if mask is not None:
             x = torch.roll(x, shifts=shift, dims=(1, 2, 3))
@@ -100,16 +106,23 @@ class TMSA(nn.Module):
             x = x[:, :d, :h, :w]
         return x
 
-    def attention_part(self, x: torch.Tensor) -> torch.Tensor:
-        """The attention branch (before the residual add): ``(B, D, H, W, C)`` to the same shape."""
+    def attention_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention branch without stochastic depth: ``(B, D, H, W, C)`` to the same shape."""
         _, d, h, w, _ = x.shape
         win, shift = effective_window((d, h, w), self.window, self.shift)
-        mask = mask_windows = None
+        mask = mask_windows = groups = None
         if any(s > 0 for s in shift):
             size = padded_size((d, h, w), win)
             mask = shifted_window_mask(size, win, shift, x.device)
             mask_windows = masked_windows(size, win, shift, x.device)
-        return self.drop_path(self._attention_fn(x, win, shift, mask, mask_windows))
+            if self.grouped_masks:
+                n = win[0] * win[1] * win[2]
+                groups = (mask_groups(size, win, shift, x.device), mask_groups(size, win, shift, x.device, n // 2))
+        return self._attention_fn(x, win, shift, mask, mask_windows, groups)
+
+    def attention_part(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention branch (before the residual add): ``(B, D, H, W, C)`` to the same shape."""
+        return self.drop_path(self.attention_branch(x))
 
     def mlp_core(self, x: torch.Tensor) -> torch.Tensor:
         """norm2 and the GEGLU MLP (no stochastic depth)."""
@@ -119,18 +132,17 @@ class TMSA(nn.Module):
         """The MLP branch (before the residual add)."""
         return self.drop_path(self._mlp_fn(x))
 
+    def _branch(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, ckpt: bool) -> torch.Tensor:
+        return checkpoint(fn, x, use_reentrant=False) if ckpt and torch.is_grad_enabled() else fn(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, D, H, W, C)`` to the same shape."""
-        grad = torch.is_grad_enabled()
-        if self.checkpoint_attn and grad:
-            x = x + checkpoint(self.attention_part, x, use_reentrant=False)
-        else:
-            x = x + self.attention_part(x)
-        if self.checkpoint_ffn and grad:
-            x = x + checkpoint(self.mlp_part, x, use_reentrant=False)
-        else:
-            x = x + self.mlp_part(x)
-        return x
+        if self.fused_residual:
+            # x + drop_path(branch) in one pass (same random draw): the scaled branch is never written out
+            x = self.drop_path.residual(x, self._branch(self.attention_branch, x, self.checkpoint_attn))
+            return self.drop_path.residual(x, self._branch(self._mlp_fn, x, self.checkpoint_ffn))
+        x = x + self._branch(self.attention_part, x, self.checkpoint_attn)
+        return x + self._branch(self.mlp_part, x, self.checkpoint_ffn)
 
 
 def _drop_rates(drop_path: float | Sequence[float], depth: int) -> list[float]:

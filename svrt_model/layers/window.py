@@ -19,6 +19,8 @@ __all__ = [
     "effective_window",
     "padded_size",
     "pad_to_windows",
+    "MaskGroups",
+    "mask_groups",
     "masked_windows",
     "shifted_window_mask",
     "window_partition",
@@ -26,6 +28,9 @@ __all__ = [
 ]
 
 Size3 = tuple[int, int, int]
+
+MaskGroups = tuple[tuple[torch.Tensor, torch.Tensor], ...]
+"""``((pattern (N, N), window indices (m,)), ...)``: the masked windows grouped by their mask."""
 
 MASK_VALUE = -100.0
 """Additive attention mask between tokens of different shifted-window regions (the official value)."""
@@ -119,3 +124,29 @@ def masked_windows(size: Size3, window: Size3, shift: Size3, device: torch.devic
     192x192 frame and 8x8 windows); attention can skip the mask everywhere else. Cached; read-only.
     """
     return _masked_windows(tuple(size), tuple(window), tuple(shift), str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=64)
+def _mask_groups(size: Size3, window: Size3, shift: Size3, tokens: int, device: str) -> MaskGroups:
+    mask = _shifted_window_mask(size, window, shift, "cpu")[:, :tokens, :tokens]
+    windows = _masked_windows(size, window, shift, "cpu")
+    patterns, which = torch.unique(mask.index_select(0, windows).flatten(1), dim=0, return_inverse=True)
+    groups = []
+    for i, pattern in enumerate(patterns):
+        if pattern.any():  # an all-zero slice (mutual attention's first-frame block) needs no redo
+            groups.append((pattern.view(tokens, tokens).to(device), windows[which == i].to(device)))
+    return tuple(groups)
+
+
+def mask_groups(
+    size: Size3, window: Size3, shift: Size3, device: torch.device | str, tokens: int | None = None
+) -> MaskGroups:
+    """The windows of :func:`masked_windows` grouped by their mask pattern (a handful: one per combination
+    of borders), each pattern ``(N, N)`` float32 with its window indices; ``tokens`` takes the top-left
+    ``tokens x tokens`` block of every mask first (mutual attention's slice). Patterns that are all
+    zero are left out. Cached; read-only.
+
+    Attention can then add ONE broadcast bias per group instead of materialising a bias per window.
+    """
+    tokens = window[0] * window[1] * window[2] if tokens is None else tokens
+    return _mask_groups(tuple(size), tuple(window), tuple(shift), int(tokens), str(torch.device(device)))

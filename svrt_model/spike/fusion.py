@@ -5,7 +5,8 @@ At every pixel of VRT encoder stage i's output ``Fr`` (the queries) and the temp
 features ``Fs`` of the same scale (keys = values): ``X = Fr + MHA(LN_q(Fr), LN_kv(Fs))`` over the T frames
 (the residual is the un-normalised RGB features), then ``X + FFN(LN_ffn(X))`` with an exact-GELU MLP.
 Spike features of another spatial size are first resized to the stage's size (bilinear,
-``align_corners=False``, as the original); a different T is an error.
+``align_corners=False``, as the original; or anti-aliased through upfirdn2d, ``VRTSpikeConfig.spike_resize``);
+a different T is an error.
 
 Parameter names are the original's (``fuse_blocks.i.{ln_q, ln_kv, attn.attn, ln_ffn, ffn.0, ffn.2}``).
 With ``zero_init`` the two output projections start at zero, so every block starts as the identity
@@ -17,27 +18,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from svrt_model.errors import ModelInputError
+from svrt_model.spike.inputs import resize_frames
 from svrt_model.spike.temporal_attention import feature_tokens, tokens_to_features
 from svrt_model.spike.temporal_mha import PixelAttentionBlock, temporal_attention
 
 __all__ = ["MultiScaleTemporalCrossAttnFuse", "TemporalCrossAttention", "TemporalCrossAttnFuseBlock", "resize_features"]
 
 
-def resize_features(feats: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (``align_corners=False``) of ``(B, C, T, h, w)`` to ``(B, C, T, H, W)``, frame by frame.
+def resize_features(feats: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize ``(B, C, T, h, w)`` to ``(B, C, T, H, W)`` frame by frame: bilinear (``align_corners=False``, the
+    original's) or ``mode="upfirdn2d"`` (anti-aliased, :func:`svrt_model.spike.inputs.resize_frames`).
 
-    Channels-last memory stays channels-last (the ``(B*T, C, h, w)`` view is then NHWC, which the
+    Bilinear keeps channels-last memory channels-last (the ``(B*T, C, h, w)`` view is then NHWC, which the
     interpolation keeps); the same size returns ``feats`` itself.
     """
     b, c, t, h, w = feats.shape
     if (h, w) == tuple(size):
         return feats
     frames = feats.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)  # (B T) C h w
-    out = F.interpolate(frames, size=tuple(size), mode="bilinear", align_corners=False)
+    out = resize_frames(frames, size, mode)
     return out.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4)  # B C T H W, a view in either memory layout
 
 
@@ -106,6 +108,7 @@ class MultiScaleTemporalCrossAttnFuse(nn.Module):
         self.fuse_blocks = nn.ModuleList(
             TemporalCrossAttnFuseBlock(c, heads, mlp_ratio, zero_init) for c in channels_per_scale
         )
+        self.resize = "bilinear"  # how spike features reach the stage size (resize_features); a run-time switch
 
     def fuse_scale(self, i: int, fr: torch.Tensor, fs: torch.Tensor) -> torch.Tensor:
         """Fuse scale ``i`` (0-based).
@@ -126,7 +129,7 @@ class MultiScaleTemporalCrossAttnFuse(nn.Module):
                 "same T frames (check the spike clip's T and the encoder's temporal strides)"
             )
         h, w = fr.shape[-2:]
-        fs = resize_features(fs, (h, w))
+        fs = resize_features(fs, (h, w), self.resize)
         return tokens_to_features(block(feature_tokens(fr), feature_tokens(fs)), h, w)
 
     def forward(self, fr_list: Sequence[torch.Tensor], fs_list: Sequence[torch.Tensor]) -> list[torch.Tensor]:

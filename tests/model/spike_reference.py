@@ -38,6 +38,21 @@ def golden_files(shared_dir: Path) -> tuple[dict, dict]:
     return _load(str(weights)), _load(str(run))
 
 
+def golden_model(shared_dir: Path, impl: str = "fused", device: str = "cpu") -> tuple[VRTSpike, dict]:
+    """The tiny S-VRT with the golden parameters loaded strictly by their original names, in float64."""
+    weights, run = golden_files(shared_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        model = VRTSpike(VRTSpikeConfig.from_dict(weights["config"]))
+    state = model.state_dict()
+    assert set(weights["parameters"]) | set(weights["buffer_names"]) == set(state)
+    state.update(weights["parameters"])
+    model.load_state_dict(state, strict=True)
+    model = model.to(device=device, dtype=torch.float64).eval()
+    model.set_spike_attention(impl)
+    return model, run
+
+
 def build(config: VRTSpikeConfig, seed: int = 0, dtype: torch.dtype = torch.float64) -> VRTSpike:
     """A model with random weights; the alignment's offset heads are randomised (they start at zero
     officially, which would leave the offset CNNs without gradient and the alignment untested)."""

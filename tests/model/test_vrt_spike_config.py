@@ -59,7 +59,7 @@ def test_unknown_keys_are_named() -> None:
         ({"spatial_strides": [2.0, 2, 2]}, r"spatial_strides: expected integers only"),
         ({"tsa_mlp_ratio": 0}, r"tsa_mlp_ratio=0; expected a positive number"),
         ({"fusion": "late"}, r"fusion='late' is unknown; expected one of \('cross_attention', 'early', 'rgb_only'\)"),
-        ({"spike_input": "raw"}, r"spike_input='raw' is unknown; expected one of \('voxels',\)"),
+        ({"spike_input": "events"}, r"spike_input='events' is unknown; expected one of \('voxels', 'raw'\)"),
         ({"attention": "plain"}, r"attention='plain' is unknown"),
         ({"chunk_tokens": 0}, r"chunk_tokens=0; expected None \(no chunking\) or a positive integer"),
         ({"fusion": "early", "early_channels": 3}, r"spike_bins=8 is not divisible by early_channels=3"),

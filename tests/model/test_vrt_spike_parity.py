@@ -16,23 +16,9 @@ import torch
 
 from svrt_model import VRTSpike, VRTSpikeConfig
 from svrt_model.errors import UntrainedSpyNetWarning
-from tests.model.spike_reference import golden_files
+from tests.model.spike_reference import golden_files, golden_model
 
 TOL = 1e-8
-
-
-def _golden_model(shared_dir, impl: str) -> tuple[VRTSpike, dict]:
-    weights, run = golden_files(shared_dir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
-        model = VRTSpike(VRTSpikeConfig.from_dict(weights["config"]))
-    state = model.state_dict()
-    assert set(weights["parameters"]) | set(weights["buffer_names"]) == set(state)
-    state.update(weights["parameters"])
-    model.load_state_dict(state, strict=True)
-    model = model.double().eval()
-    model.set_spike_attention(impl)
-    return model, run
 
 
 def _probe(name: str, values: torch.Tensor, fp: dict) -> None:
@@ -45,7 +31,7 @@ def _probe(name: str, values: torch.Tensor, fp: dict) -> None:
 
 @pytest.mark.parametrize(("run_name", "impl"), [("spynet", "fused"), ("given", "fused"), ("given", "reference")])
 def test_golden_run(shared_dir, run_name: str, impl: str) -> None:
-    model, golden = _golden_model(shared_dir, impl)
+    model, golden = golden_model(shared_dir, impl)
     ref = golden["runs"][run_name]
     flows = None if run_name == "spynet" else (
         [f.double() for f in ref["flows_backward"]], [f.double() for f in ref["flows_forward"]]

@@ -25,8 +25,8 @@ CASES = {
     "T3-full": (dict(frames=3, tsa_heads=2, fuse_heads=8, tsa_mlp_ratio=3, fuse_mlp_ratio=1.5), 1, (32, 32)),
     # half-size spikes (Spk-GoPro), two clips, heads 4 / 1, MLP ratios 1 / 4
     "T4-half-B2": (dict(frames=4, tsa_heads=4, fuse_heads=1, tsa_mlp_ratio=1, fuse_mlp_ratio=4), 2, (16, 16)),
-    # odd T, spikes twice the RGB size, spatial strides (1, 2, 4): every scale is resized
-    "T5-strides": (dict(frames=5, spatial_strides=(1, 2, 4), tsa_heads=16, fuse_heads=2), 1, (64, 64)),
+    # odd T, spikes at 0.75x, spatial strides (1, 2, 4): every scale is resized (24, 24, 12, 3 -> 32, 16, 8, 4)
+    "T5-strides": (dict(frames=5, spatial_strides=(1, 2, 4), tsa_heads=16, fuse_heads=2), 1, (24, 24)),
 }
 
 

@@ -1,0 +1,169 @@
+"""VRTSpike with the model ops: raw spike input through the learnable accumulator end to end from the
+dataset (``spike_input="raw"``), the spike encoder on ``fused_bias_act``, spike features resized by
+``upfirdn2d``; each against the plain path."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+
+from kernels.resample import resize
+from svrt_data.loader import ClipKey, SpikeDeblurDataset, collate_clips
+from svrt_data.loader.spike_transform import SpikeTransform
+from svrt_model import VRTSpike
+from svrt_model.errors import ModelConfigError, ModelInputError, UntrainedSpyNetWarning
+from svrt_model.spike.fusion import resize_features
+from svrt_model.spike.inputs import RawSpikes
+from tests.model.spike_reference import build, inputs, micro_config
+from tests.test_dataset import BINS, build_coord_store
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory):
+    """A voxel batch and the raw batch of the same clip (2 frames, 64x64 RGB crops, 32x32 spikes)."""
+    store = build_coord_store(tmp_path_factory.mktemp("vrt_raw"), rgb=(128, 160), spike=(64, 80), frames=(6, 5))
+    kw = {"clip_len": 2, "stride": 1, "crop": (64, 64), "seed": 2}
+    vox = SpikeDeblurDataset(store, "train", spike_input="voxels", **kw)
+    raw = SpikeDeblurDataset(store, "train", spike_input="raw", **kw)
+    keys = [ClipKey(1, 3)]
+    return collate_clips(vox.__getitems__(keys)), collate_clips(raw.__getitems__(keys))
+
+
+def _copy(model: VRTSpike, **changes) -> VRTSpike:
+    """A model of ``model``'s config with ``changes`` and the same weights (new parameters stay as built)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        other = VRTSpike(dataclasses.replace(model.config, **changes)).double()
+    missing, unexpected = other.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("spike_input.") for k in missing), missing
+    other.vrt.spynet.weights_loaded = True
+    return other.eval()
+
+
+def _rgb_and_flows(batch: dict) -> tuple[torch.Tensor, tuple]:
+    rgb = batch["blur"].double() / 255.0
+    b, t, _, h, w = rgb.shape
+    return rgb, inputs(b, t, h, w, 1, seed=3)[2]
+
+
+def test_raw_input_with_gamma_one_equals_the_voxel_input_end_to_end(batches) -> None:
+    vox, raw = batches
+    model = build(micro_config(frames=2, spike_bins=BINS)).eval()
+    raw_model = _copy(model, spike_input="raw")
+    assert [k for k in raw_model.state_dict() if k.startswith("spike_input")] == ["spike_input.accumulator.raw_gamma"]
+    rgb, flows = _rgb_and_flows(vox)
+    spikes = RawSpikes.from_batch(SpikeTransform(spike_input="raw", bins=BINS, raw_output="bits")(raw))
+    with torch.no_grad():
+        want = model(rgb, vox["spikes"].double(), flows)
+        got = raw_model(rgb, spikes, flows)
+        accumulated = raw_model.spike_input(spikes)
+    assert torch.equal(accumulated, vox["spikes"].double())  # gamma = 1: the stored voxels, bit for bit
+    assert torch.equal(got, want)
+
+
+def test_raw_input_learns_its_decays_through_the_model(batches) -> None:
+    _, raw = batches
+    bins = 3  # several spike frames a bin, so that the decays matter
+    model = build(micro_config(frames=2, spike_bins=bins, spike_input="raw", raw_init_gamma=0.8)).train()
+    spikes = RawSpikes.from_batch(SpikeTransform(spike_input="raw", bins=bins, raw_output="bits")(raw))
+    rgb, flows = _rgb_and_flows(raw)
+    model(rgb, spikes, flows).square().mean().backward()
+    grad = model.spike_input.accumulator.raw_gamma.grad
+    assert grad is not None and torch.isfinite(grad).all() and (grad != 0).all()
+    torch.testing.assert_close(model.spike_input.accumulator.gamma, torch.full((bins,), 0.8, dtype=torch.float64))
+
+
+def test_raw_input_errors(batches) -> None:
+    _, raw = batches
+    model = build(micro_config(frames=2, spike_bins=BINS, spike_input="raw")).eval()
+    rgb, flows = _rgb_and_flows(raw)
+    with pytest.raises(ModelInputError, match=r"expected RawSpikes\(bits, ranges\) \(RawSpikes.from_batch\(batch\) "
+                                              r"of a batch .*got dict"):
+        model(rgb, {"spike_bits": raw["spike_bits"]}, flows)
+    # voxels would bypass the learnable decays: refused, not silently taken
+    with pytest.raises(ModelInputError, match=r"got Tensor; a model fed precomputed voxels needs spike_input='voxels'"):
+        model(rgb, torch.zeros(1, 2, BINS, 32, 32, dtype=torch.float64), flows)
+    with pytest.raises(ModelInputError, match=r"the batch has no \['spike_bin_ranges'\]; build the dataset with "
+                                              r"spike_input='raw'"):
+        RawSpikes.from_batch(raw)
+    with pytest.raises(ModelConfigError, match=r"raw_init_gamma=0.0; expected a decay in \(0, 1\]"):
+        micro_config(spike_input="raw", raw_init_gamma=0.0)
+
+
+def test_fused_bias_act_encoder_equals_the_relu_encoder() -> None:
+    model = build(micro_config(frames=2)).train()
+    fused = _copy(model, encoder_activation="fused_bias_act").train()
+    assert fused.spike_encoder.activation == "fused_bias_act"
+    assert all(m.activation == "fused_bias_act" for m in fused.spike_encoder.res0)
+    rgb, spikes, flows = inputs(1, 2, 32, 32, 4, (16, 16))
+    outs, grads = [], []
+    for m in (model, fused):
+        out = m(rgb, spikes, flows)
+        out.square().mean().backward()
+        outs.append(out.detach())
+        grads.append({n: p.grad for n, p in m.named_parameters() if n.startswith("spike_encoder")})
+    # the same numbers up to the order of the bias and residual additions (float64)
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-12, atol=1e-12)
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-9, atol=1e-12, msg=name)
+    with pytest.raises(ModelConfigError, match=r"encoder_activation='gelu' is unknown"):
+        micro_config(encoder_activation="gelu")
+
+
+def test_fused_bias_act_keeps_channels_last_memory() -> None:
+    from svrt_model.spike.encoder import conv_relu
+
+    conv = torch.nn.Conv3d(4, 6, 3, padding=1)
+    x = torch.randn(2, 4, 3, 5, 7).contiguous(memory_format=torch.channels_last_3d)
+    want = conv_relu(conv, x, "relu")
+    got = conv_relu(conv, x, "fused_bias_act", residual=None)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert got.permute(0, 2, 3, 4, 1).is_contiguous()  # B C T H W view of B T H W C memory
+
+
+def test_upfirdn2d_resize_of_spike_features() -> None:
+    feats = torch.randn(2, 3, 4, 8, 10, dtype=torch.float64)  # B C T h w
+    got = resize_features(feats, (16, 20), "upfirdn2d")
+    for t in range(4):
+        torch.testing.assert_close(got[:, :, t], resize(feats[:, :, t], (16, 20)), rtol=0, atol=0)
+    assert resize_features(feats, (8, 10), "upfirdn2d") is feats
+    model = build(micro_config(frames=2)).eval()
+    anti = _copy(model, spike_resize="upfirdn2d")
+    assert anti.cross_attn_fuse.resize == "upfirdn2d"
+    rgb, spikes, flows = inputs(1, 2, 32, 32, 4, (16, 16))  # half-size spikes: every scale is resized
+    with torch.no_grad():
+        plain, filtered = model(rgb, spikes, flows), anti(rgb, spikes, flows)
+    assert torch.isfinite(filtered).all() and (filtered - plain).abs().max() > 1e-6
+    same = inputs(1, 2, 32, 32, 4)  # full-size spikes: nothing to resize, the same numbers
+    with torch.no_grad():
+        assert torch.equal(anti(same[0], same[1], same[2]), model(same[0], same[1], same[2]))
+    early = build(micro_config(frames=2, fusion="early", spike_resize="upfirdn2d")).eval()
+    with torch.no_grad():
+        assert torch.isfinite(early(rgb, spikes, flows)).all()
+
+
+@pytest.mark.needs_cuda
+def test_cuda_raw_input_and_fused_encoder(batches) -> None:
+    """On the GPU: the accumulator kernel gives the voxel path's numbers through the whole model, and the
+    fused bias+ReLU encoder the ReLU encoder's (float32)."""
+    vox, raw = batches
+    model = build(micro_config(frames=2, spike_bins=BINS), dtype=torch.float32).eval().cuda()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        raw_model = VRTSpike(dataclasses.replace(model.config, spike_input="raw",
+                                                 encoder_activation="fused_bias_act")).cuda().eval()
+    raw_model.load_state_dict(model.state_dict(), strict=False)
+    raw_model.vrt.spynet.weights_loaded = True
+    rgb, flows = _rgb_and_flows(vox)
+    rgb, flows = rgb.float().cuda(), tuple([f.float().cuda() for f in level] for level in flows)
+    bits_batch = SpikeTransform(spike_input="raw", bins=BINS, raw_output="bits")(
+        {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in raw.items()})
+    spikes = RawSpikes.from_batch(bits_batch)
+    assert spikes.bits.is_cuda and spikes.ranges.is_cuda
+    with torch.no_grad():
+        assert torch.equal(raw_model.spike_input(spikes), vox["spikes"].float().cuda())
+        torch.testing.assert_close(raw_model(rgb, spikes, flows), model(rgb, vox["spikes"].float().cuda(), flows),
+                                   rtol=1e-4, atol=1e-4)
