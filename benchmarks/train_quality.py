@@ -1,7 +1,7 @@
 """What the spikes are worth: train the same small VRT+Spike with ``fusion="cross_attention"``, ``"early"`` and
 ``"rgb_only"`` for the same number of steps and compare them on test sequences made from other photographs.
 
-    python benchmarks/train_quality.py --out OUT [--steps 600 --size 192x320 --crop 128 --clip-len 6 ...]
+    python benchmarks/train_quality.py --out OUT [--steps 1000 --size 192x320 --crop 128 --clip-len 6 ...]
 
 1. Two synthetic raw datasets (``svrt_data.synth.synthesize``): ``train`` from four of scikit-image's
    bundled photographs, ``test`` from the other two (so no test scene was seen in training), each voxelized
@@ -46,7 +46,7 @@ TEST_PHOTOS = ("chelsea", "rocket")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="output folder (data, runs, table)")
-    p.add_argument("--steps", type=int, default=600, help="optimizer steps per variant")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps per variant")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
     p.add_argument("--size", default="192x320", help="RGB frame size HxW of the synthetic data")
     p.add_argument("--train-sequences", type=int, default=8)
@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=4, help="clips per step")
     p.add_argument("--dims", type=int, default=32, help="channels of every VRT stage and spike scale")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--init", default="identity", choices=("identity", "default"),
+                   help="train.init: identity starts every variant as output = blurry input")
     p.add_argument("--workers", type=int, default=6, help="DataLoader workers")
     p.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--device", default="auto", help="auto, cuda, cpu")
@@ -112,7 +114,8 @@ def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
         f"data.clip_len={t}", f"data.crop={c}", f"data.batch_size={args.batch}", f"data.num_workers={args.workers}",
         f"data.seed={args.seed}", f"train.seed={args.seed}", f"train.steps={args.steps}", f"train.lr={args.lr}",
         f"train.warmup_steps={max(args.steps // 20, 1)}", f"train.precision={args.precision}",
-        f"train.device={args.device}", f"train.checkpoint_every={args.steps}", "train.fix_iter=0",
+        f"train.device={args.device}", f"train.checkpoint_every={args.steps}", f"train.init={args.init}",
+        "train.fix_iter=0",
         "train.fix_keys=[]", "log.val_split=null", f"log.every={max(args.steps // 30, 1)}", "log.image_every=0",
         "log.tensorboard=false", *([f"train.threads={args.threads}"] if args.threads else []),
     ]

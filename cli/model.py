@@ -110,10 +110,11 @@ def train(config: str, overrides: tuple[str, ...], store: str, run_dir: str, res
 
 
 def _tile(text: str) -> object:
-    """``--tile`` as a :class:`svrt_model.restore.Tile` (or None); a bad value is an svrt error (one line)."""
+    """``--tile`` as a :class:`svrt_model.restore.Tile`, None or ``"clip"`` (resolved with the checkpoint's
+    config); a bad value is an svrt error (one line)."""
     from svrt_model.restore import Tile
 
-    return Tile.parse(text)
+    return "clip" if text.strip().lower() == "clip" else Tile.parse(text)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -121,8 +122,9 @@ def _names(text: str | None) -> list[str] | None:
 
 
 _TILE_HELP = ("Test-time tiling: 'default' (VRT's protocol: clips of 18 frames overlapping by 2, 192x192 patches "
-              "overlapping by 20), 'none' (whole sequences and frames: needs the memory), or TxHxW (0 leaves an "
-              "axis untiled).")
+              "overlapping by 20), 'clip' (whole frames in clips of the checkpoint's training length, overlapping by "
+              "one: as validation scores it), 'none' (whole sequences and frames: needs the memory), or TxHxW (0 "
+              "leaves an axis untiled).")
 _EMA_HELP = "Use the EMA weights (--ema) or the trained ones (--no-ema); default: EMA when the run kept them."
 
 

@@ -34,7 +34,8 @@ from svrt_model.restore import (
 from svrt_model.train import RunConfig, build_transform, load_model
 from svrt_model.vrt_spike import VRTSpike
 
-__all__ = ["LoadedCheckpoint", "default_device", "evaluate_checkpoint", "infer_checkpoint", "load_checkpoint"]
+__all__ = ["LoadedCheckpoint", "default_device", "evaluate_checkpoint", "infer_checkpoint", "load_checkpoint",
+           "resolve_tile"]
 
 
 @dataclass
@@ -66,12 +67,21 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | None = None, use_e
     return LoadedCheckpoint(model, transform.to(dev), config)
 
 
+def resolve_tile(tile: Tile | str | None, config: RunConfig) -> Tile | None:
+    """``"clip"``: clips of the run's training length, whole frames (:meth:`Tile.clip`); a Tile or None as is."""
+    if tile == "clip":
+        return Tile.clip(config.data.clip_len)
+    if tile is None or isinstance(tile, Tile):
+        return tile
+    raise SvrtValueError(f"tile: expected a Tile, None or 'clip', got {tile!r}")
+
+
 def evaluate_checkpoint(
     path: str | os.PathLike,
     store: str | os.PathLike,
     split: str,
     *,
-    tile: Tile | None,
+    tile: Tile | str | None,
     device: str | None = None,
     precision: str = "fp32",
     batch_size: int = 1,
@@ -80,10 +90,12 @@ def evaluate_checkpoint(
     num_workers: int = 0,
     progress: bool = True,
 ) -> EvalReport:
-    """PSNR / SSIM of a checkpoint on ``store``'s ``split`` (:func:`svrt_model.restore.evaluate_split`)."""
+    """PSNR / SSIM of a checkpoint on ``store``'s ``split`` (:func:`svrt_model.restore.evaluate_split`);
+    ``tile="clip"`` scores it on clips of its training length (:func:`resolve_tile`)."""
     ck = load_checkpoint(path, device=device, use_ema=use_ema)
-    return evaluate_split(ck.model, store, split, tile=tile, transform=ck.transform, precision=precision,
-                          batch_size=batch_size, sequences=sequences, num_workers=num_workers, progress=progress)
+    return evaluate_split(ck.model, store, split, tile=resolve_tile(tile, ck.config), transform=ck.transform,
+                          precision=precision, batch_size=batch_size, sequences=sequences, num_workers=num_workers,
+                          progress=progress)
 
 
 def infer_checkpoint(
@@ -94,7 +106,7 @@ def infer_checkpoint(
     split: str | None = None,
     raw: str | os.PathLike | None = None,
     align: str | os.PathLike | None = None,
-    tile: Tile | None,
+    tile: Tile | str | None,
     device: str | None = None,
     precision: str = "fp32",
     batch_size: int = 1,
@@ -120,8 +132,8 @@ def infer_checkpoint(
     for name in names:  # refuse before any work is done
         check_destination(out, name, overwrite=overwrite)
     ck = load_checkpoint(path, device=device, use_ema=use_ema)
-    common = dict(tile=tile, transform=ck.transform, precision=precision, batch_size=batch_size,
-                  sequences=sequences, progress=progress)
+    common = dict(tile=resolve_tile(tile, ck.config), transform=ck.transform, precision=precision,
+                  batch_size=batch_size, sequences=sequences, progress=progress)
     restored: object
     if from_store:
         restored = restore_split(ck.model, store, split, sharp=False, num_workers=num_workers, **common)

@@ -80,6 +80,12 @@ class Tile:
         return self.frames == 0 and self.height == 0 and self.width == 0
 
     @classmethod
+    def clip(cls, frames: int) -> Tile:
+        """Whole frames in clips of a model's training length overlapping by one frame: how a model trained on
+        short clips is scored as it was trained (a temporal window it never saw shifted can cost dB)."""
+        return cls(frames=frames, height=0, width=0, frame_overlap=min(1, frames - 1), overlap=0)
+
+    @classmethod
     def parse(cls, text: str) -> Tile | None:
         """``"none"`` (untiled: None), ``"default"`` (:data:`DEFAULT_TILE`) or ``"TxHxW"`` (default overlaps)."""
         t = text.strip().lower()

@@ -91,8 +91,7 @@ def build_model(cfg: RunConfig, device: torch.device) -> VRTSpike:
 def validation_tile(cfg: RunConfig) -> Tile | None:
     """The tiling of ``log.val_tile``; ``clip``: clips of ``data.clip_len`` frames overlapping by one, whole frames."""
     if cfg.log.val_tile == "clip":
-        t = cfg.data.clip_len
-        return Tile(frames=t, height=0, width=0, frame_overlap=min(1, t - 1), overlap=0)
+        return Tile.clip(cfg.data.clip_len)
     return Tile.parse(cfg.log.val_tile)
 
 

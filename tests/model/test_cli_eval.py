@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.model import main
-from svrt_model.inference import load_checkpoint
+from svrt_errors import SvrtValueError
+from svrt_model.inference import load_checkpoint, resolve_tile
 from svrt_model.restore import METRIC_KEYS, evaluate_split, restore_split
 from tests.train.conftest import MICRO
 
@@ -93,6 +94,22 @@ def test_eval_tiles_by_default(checkpoint, small_store, tmp_path):
     report = evaluate_split(ck.model, small_store, "test", tile=Tile(3, 40, 64, 2, 20), transform=ck.transform,
                             progress=False)
     assert json.loads((tmp_path / "t.json").read_text()) == json.loads(json.dumps(report.to_json()))
+
+
+def test_eval_tile_clip_is_the_training_clip_length(checkpoint, small_store, tmp_path):
+    """``--tile clip``: whole frames in clips of the run's ``data.clip_len`` overlapping by one (as validation)."""
+    ck = load_checkpoint(checkpoint, device="cpu")
+    from svrt_model.restore import Tile
+
+    t = ck.config.data.clip_len
+    assert resolve_tile("clip", ck.config) == Tile(frames=t, height=0, width=0, frame_overlap=min(1, t - 1), overlap=0)
+    result = run("eval", checkpoint, "--store", small_store, "--split", "test", "--device", "cpu", "--tile", "clip",
+                 "--json", tmp_path / "c.json")
+    assert result.exit_code == 0, result.output
+    report = evaluate_split(ck.model, small_store, "test", tile=Tile.clip(t), transform=ck.transform, progress=False)
+    assert json.loads((tmp_path / "c.json").read_text()) == json.loads(json.dumps(report.to_json()))
+    with pytest.raises(SvrtValueError, match="expected a Tile, None or 'clip', got 'clips'"):
+        resolve_tile("clips", ck.config)
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -18,9 +18,10 @@ MICRO = {
                 "embed_dims": [8] * 9, "num_heads": [2] * 9, "deformable_groups": 2},
     },
     "data": {"clip_len": 2, "stride": 2, "crop": 64, "batch_size": 1, "num_workers": 0},
-    "train": {"steps": 4, "lr": 1.0e-3, "warmup_steps": 1, "deterministic": True, "threads": 1,
+    "train": {"steps": 4, "lr": 1.0e-3, "min_lr": 1.0e-5, "warmup_steps": 1, "accumulate": 1, "grad_clip": 1.0,
+              "precision": "fp32", "fix_iter": 0, "ema_decay": None, "deterministic": True, "threads": 1,
               "checkpoint_every": 2, "device": "cpu", "init": "default"},
-    "log": {"every": 1, "image_every": 0, "val_every": 0, "val_split": None, "progress": False,
+    "log": {"every": 1, "image_every": 0, "val_every": 0, "val_split": None, "val_tile": "clip", "progress": False,
             "tensorboard": False},
 }
 """A VRT+Spike of 8 channels, 1 block per stage, T=2 clips of 64x64 crops, batch 1, 4 steps."""

@@ -70,10 +70,10 @@ def test_config_differences_name_math_keys_only() -> None:
     b = load_run_config("tiny", ["train.steps=999", "log.every=3", "train.threads=1", "data.num_workers=2",
                                  "loss.vgg_weights=/w/vgg.pth"])
     assert config_differences(a, b) == []
-    c = load_run_config("tiny", ["train.lr=1.0e-4", "data.crop=96", "model.vrt.window_size=[4, 4, 4]"])
+    c = load_run_config("tiny", ["train.lr=1.0e-4", "data.crop=96", "model.vrt.window_size=[5, 4, 4]"])
     assert config_differences(a, c) == [
-        "data.crop: 64 -> 96",
-        "model.vrt.window_size: [4, 8, 8] -> [4, 4, 4]",
-        "train.lr: 0.001 -> 0.0001",
+        f"data.crop: {a.data.crop!r} -> 96",
+        f"model.vrt.window_size: {list(a.model.config.vrt.window_size)!r} -> [5, 4, 4]",
+        f"train.lr: {a.train.lr!r} -> 0.0001",
     ]
     assert config_differences(a.to_dict(), c) == config_differences(a, c)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from svrt_model import svrt_base, svrt_tiny
+from svrt_model import svrt_base
 from svrt_model.errors import RunConfigError
 from svrt_model.train.config import PRESETS, RunConfig, load_run_config, preset_path
 
@@ -37,7 +37,7 @@ def test_model_preset_with_field_overrides() -> None:
     cfg = load_run_config("tiny", ["model.vrt.window_size=[3, 4, 4]", "model.fusion=early", "train.steps=7"])
     m = cfg.model.config
     assert m.vrt.window_size == (3, 4, 4) and m.fusion == "early" and cfg.train.steps == 7
-    assert m.vrt.embed_dims == svrt_tiny().vrt.embed_dims  # the rest comes from the preset
+    assert m.vrt.embed_dims == load_run_config("tiny").model.config.vrt.embed_dims  # the rest: the preset's
     plain = cfg.to_dict()["model"]
     assert plain["preset"] == "svrt_tiny" and plain["vrt"]["window_size"] == [3, 4, 4]
 
