@@ -4,13 +4,16 @@ One run builds (once, cached under ``--cache-dir``) a synthetic raw dataset and 
 the same run, DataLoaders with 0, 1 and 2 workers over:
 
 - ``store/voxels``: ``SpikeDeblurDataset(spike_input="voxels")``, T=5, 256x256 RGB crops (128x128 spikes),
-  K=32, random flips/transposition, the recommended loader (:func:`svrt_data.dataset.make_loader`);
+  K=32, random flips/transposition, the recommended loader (:func:`svrt_data.loader.recipe.make_loader`);
 - ``store/raw``: the same with packed spike bits + windows (re-binned later on the GPU);
 - ``store/zarr``: voxels read through zarr-python (``reader="zarr"``, the reference) instead of the
   chunk-aligned shard reader;
 - ``store fresh shm``: ``store`` with ``make_loader(..., reuse_buffers=False)``: every batch in fresh shared
   memory, as torch's default collate does, instead of the default recycled worker buffers (reused once
   the loop has dropped their batch); with workers only;
+- ``store crc off``: ``store`` with the chunk checksums not checked (``ShardedArrayReader(...,
+  verify_checksums=False)``, set on the in-process readers; 0 workers only): what checking every chunk's
+  crc32c costs, measured against the ``store`` row of the same run;
 - ``store+cache``: voxels with a decoded-chunk cache large enough for the split, timed once warm (the
   ceiling, reached when the decoded split fits in each worker's memory);
 - ``naive``: what common S-VRT code does per item, from the RAW dataset folder: decode T blurry and T
@@ -41,7 +44,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
-from svrt_data.dataset import ClipKey, ClipSampler, SpikeDeblurDataset, make_loader, move_batch  # noqa: E402
+from svrt_data.loader import ClipKey, ClipSampler, SpikeDeblurDataset, make_loader, move_batch  # noqa: E402
 
 T, CROP, BINS = 5, 256, 32
 PREFETCH = 4  # make_loader's default prefetch_factor
@@ -53,8 +56,8 @@ def build(cache: Path, sequences: int, frames: int, size: tuple[int, int]) -> tu
     from pipelines.voxelize_job import voxelize_dataset
     from svrt_data.synth import synthesize
 
-    # version 2: stores with 64 px voxel tiles
-    params = {"sequences": sequences, "frames": frames, "size": list(size), "bins": BINS, "version": 2}
+    # version 2: stores with 64 px voxel tiles; 3: store layout v2 (chunk checksums)
+    params = {"sequences": sequences, "frames": frames, "size": list(size), "bins": BINS, "version": 3}
     raw, store, stamp = cache / "raw", cache / "store.zarr", cache / "params.json"
     times = {"synth_s": None, "voxelize_s": None}
     if stamp.is_file() and json.loads(stamp.read_text()) == params and (store / "zarr.json").is_file():
@@ -142,15 +145,32 @@ def clips_per_second(dataset: Dataset, workers: int, clips: int, batch: int, nai
 def shared_memory_cost(shape: tuple[int, ...], repeats: int = 10) -> tuple[float, float]:
     """ms to allocate and fill one clip's bytes in fresh shared memory (how every DataLoader worker ships a
     batch: torch's default collate does the same) and in private memory."""
-    from svrt_data.dataset import _empty
+    from svrt_data.loader.batch_buffers import empty_tensor
 
     out = []
     for shared in (True, False):
         t0 = time.perf_counter()
         for _ in range(repeats):
-            _empty(shape, torch.uint8, shared).numpy()[...] = 1
+            empty_tensor(shape, torch.uint8, shared).numpy()[...] = 1
         out.append(1000 * (time.perf_counter() - t0) / repeats)
     return out[0], out[1]
+
+
+def unchecked(ds: SpikeDeblurDataset) -> SpikeDeblurDataset:
+    """``ds`` with in-process fast readers that skip the crc32c check (the measurement of its cost only).
+
+    The loader has no switch for this (the library always checks), so the benchmark fills the
+    :class:`~svrt_data.loader.clip_reader.ClipReader`'s per-process reader cache itself, and makes sure the
+    reader really hands those out: a row labelled "crc off" that still checked would measure nothing."""
+    from svrt_data.store.fast_reader import ShardedArrayReader
+
+    reader = ds.reader
+    for i, info in enumerate(reader.sequences):
+        for name, meta in info.arrays.items():
+            reader._readers[(i, name)] = ShardedArrayReader(meta, reader.cache, verify_checksums=False)
+            if reader._array(i, name).verify_checksums:
+                raise RuntimeError("ClipReader no longer reads through its _readers cache; adapt unchecked()")
+    return ds
 
 
 def run_cpu(args: argparse.Namespace, raw: Path, store: Path) -> list[dict]:
@@ -161,6 +181,9 @@ def run_cpu(args: argparse.Namespace, raw: Path, store: Path) -> list[dict]:
     configs = [
         ("store", "voxels", vox, False, 1),
         ("store", "raw", raw_ds, False, 1),
+        ("store crc off", "voxels", unchecked(SpikeDeblurDataset(store, "train", spike_input="voxels", **kw)), False,
+         1),
+        ("store crc off", "raw", unchecked(SpikeDeblurDataset(store, "train", spike_input="raw", **kw)), False, 1),
         ("store fresh shm", "voxels", vox, False, 1),
         ("store fresh shm", "raw", raw_ds, False, 1),
         ("store/zarr", "voxels", SpikeDeblurDataset(store, "train", spike_input="voxels", reader="zarr", **kw), False,
@@ -176,11 +199,32 @@ def run_cpu(args: argparse.Namespace, raw: Path, store: Path) -> list[dict]:
             warm = 2 * len(ds) if source == "store+cache" else 1  # the cache row measures a warm cache
             if source == "store fresh shm" and w == 0:
                 continue  # no workers, no hand-off: the "store" row
+            if source == "store crc off" and w:
+                continue  # its readers live in this process; workers would build checked ones
             rate = clips_per_second(ds, w, n, args.batch_size, naive, warm, reuse=source != "store fresh shm")
             rows.append({"source": source, "spikes": spikes, "workers": w, "clips_s": rate,
                          "per_core": rate / max(1, w)})
             print(f"  {source:<13} {spikes:<7} workers={w}: {rate:7.1f} clips/s", flush=True)
     return rows
+
+
+def run_crc(args: argparse.Namespace, store: Path) -> str:
+    """The chunk checksums' cost: ``store`` and ``store crc off`` alternated ``--crc-repeats`` times in this
+    process (0 workers: the per-clip CPU cost, which does not depend on the hand-off), medians compared."""
+    kw = {"clip_len": T, "stride": 1, "crop": CROP, "seed": 0}
+    lines = ["| spikes | checked clips/s (median) | unchecked clips/s (median) | cost of the check | runs |",
+             "| --- | --- | --- | --- | --- |"]
+    for spikes in ("voxels", "raw"):
+        on, off = [], []
+        for _ in range(args.crc_repeats):
+            for checked, out in ((True, on), (False, off)):
+                ds = SpikeDeblurDataset(store, "train", spike_input=spikes, **kw)
+                out.append(clips_per_second(ds if checked else unchecked(ds), 0, args.clips, args.batch_size, False, 1))
+        a, b = float(np.median(on)), float(np.median(off))
+        lines.append(f"| {spikes} | {a:.1f} | {b:.1f} | {100 * (b - a) / b:+.1f}% | {args.crc_repeats} each, "
+                     "alternated |")
+        print(f"  {spikes}: checked {[round(v, 1) for v in on]}, unchecked {[round(v, 1) for v in off]}", flush=True)
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -215,7 +259,7 @@ def run_gpu(args: argparse.Namespace, store: Path) -> list[dict]:
 
 def _gpu_row(args: argparse.Namespace, store: Path, model_name: str, spike_input: str, dev: torch.device) -> dict:
     """One short training run: per step, time blocked on the next batch + its host-to-device copy vs the whole step."""
-    from svrt_data.spike_transform import SpikeTransform
+    from svrt_data.loader import SpikeTransform
     from svrt_model import VRT, svrt_baseline, tiny
 
     torch.manual_seed(0)
@@ -287,6 +331,8 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=480, help="clips timed per store row")
     p.add_argument("--naive-fraction", type=float, default=0.25, help="the naive rows time this share of --clips")
     p.add_argument("--no-cpu", action="store_true", help="skip the CPU table")
+    p.add_argument("--crc-repeats", type=int, default=0,
+                   help="instead of the CPU table: the chunk checksums' cost, checked and unchecked alternated N times")
     p.add_argument("--gpu", action="store_true", help="also time data wait in VRT training on CUDA")
     p.add_argument("--gpu-models", nargs="+", default=["svrt", "tiny"], choices=["tiny", "svrt"])
     p.add_argument("--gpu-precision", default="bf16", choices=["bf16", "fp32"])
@@ -306,7 +352,9 @@ def main() -> None:
           f"K={BINS}; {mb:.0f} MB read into the page cache; T={T}, crop {CROP} (spikes {CROP // 2}), "
           f"batch {args.batch_size}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     result: dict = {"build": times}
-    if not args.no_cpu:
+    if args.crc_repeats:
+        print(run_crc(args, store))
+    elif not args.no_cpu:
         rows = run_cpu(args, raw, store)
         result["cpu"] = rows
         clip_bytes = T * (2 * 3 * CROP * CROP + BINS * (CROP // 2) ** 2)

@@ -24,6 +24,7 @@ checked against the NumPy reference before it is timed. GPU rows are skipped wit
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import statistics
 import sys
@@ -238,21 +239,42 @@ def _row(name: str, packed: np.ndarray, win: np.ndarray, dev, mode: str) -> tupl
         return ((lambda: voxelize(dev, win, bins=K, mode=mode, out=out)),
                 (lambda: voxelize(dev, win[:1], bins=K, mode=mode)[0].get()), lambda fn: time_gpu(fn, repeats=10))
     if name in GPU_VARIANTS:
-        from kernels import voxelize_cupy
-
         cp = __import__("cupy")
-        staged = name == "CuPy kernel, staged stores"
+        count = count_kernel_variant(name == "CuPy kernel, staged stores")
         out = cp.empty((len(win), K, packed.shape[1], packed.shape[2] * 8), np.uint8)
         ranges = bin_frame_ranges(win, K, len(packed))
 
         def first() -> np.ndarray:
             one = cp.empty((1,) + out.shape[1:], np.uint8)
-            voxelize_cupy.voxelize_count(dev, ranges[:1], one, staged=staged)
+            count(dev, ranges[:1], one)
             return one[0].get()
 
-        return (lambda: voxelize_cupy.voxelize_count(dev, ranges, out, staged=staged)), first, (
-            lambda fn: time_gpu(fn, repeats=10))
+        return (lambda: count(dev, ranges, out)), first, (lambda fn: time_gpu(fn, repeats=10))
     raise ValueError(f"unknown row {name!r}")
+
+
+@functools.cache
+def count_kernel_variant(staged: bool) -> Callable:
+    """``voxelize_count`` with the store path forced (``staged`` at every V >= 4, or direct stores): the
+    library picks one path per V and has no switch, so the benchmark builds the variants of the same
+    ``kernels/voxelize.cu`` itself and launches them exactly as :mod:`kernels.voxelize_cupy` does."""
+    import cupy as cp
+
+    from kernels import voxelize_cupy as vc
+
+    names = [vc.count_kernel_name(v, staged) for v in vc.COUNT_V]
+    module = cp.RawModule(code=vc.CUDA_SOURCE.read_text(), options=("-std=c++17",), name_expressions=names)
+
+    def count(frames: object, ranges: np.ndarray, out: object) -> None:
+        s, h, wb = frames.shape
+        f = h * wb
+        v = vc.vector_bytes(f, frames.data.ptr)
+        chunks = f // v
+        total = ranges.shape[0] * ranges.shape[1] * chunks
+        vc._launch(module.get_function(vc.count_kernel_name(v, staged)), total,
+                   (frames, cp.asarray(ranges, dtype=cp.int64), out, np.int64(f), np.int64(chunks), np.int64(total)))
+
+    return count
 
 
 def table(rows: list[Row], copy_gbps: float | None) -> str:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from cli.options import geometry_option, library_errors, parse_size
+from cli.options import SvrtGroup, geometry_option, library_errors, parse_size
 from svrt_data.geometry import Geometry
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SvrtGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="svrt")
 def main() -> None:
     """Spike-camera data tools: synthesize, align, inspect and voxelize spike datasets."""
@@ -83,13 +83,11 @@ def export_h5_cmd(source: Path, out: Path, geometry_text: str | None, flip: bool
                   chunk_frames: int, overwrite: bool) -> None:
     """Export an svrt store (SOURCE.zarr) or a .dat spike stream to HDF5; import-h5 reverses it bit-exactly."""
     from svrt_data.hdf5 import export_h5
+    from svrt_data.store.h5 import check_h5_output, export_store_h5
 
-    if out.exists() and not overwrite:
-        raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
+    check_h5_output(out, overwrite=overwrite)  # new, or an HDF5 file svrt wrote (with --overwrite)
     if source.is_dir():
-        from svrt_data.store.h5 import export_store_h5
-
-        export_store_h5(source, out)
+        export_store_h5(source, out, overwrite=overwrite)
         click.echo(f"wrote {out}")
         return
     geometry = geometry_option(geometry_text, flip, rate_hz) if geometry_text else None
@@ -106,18 +104,19 @@ def export_h5_cmd(source: Path, out: Path, geometry_text: str | None, flip: bool
 @library_errors
 def import_h5_cmd(source: Path, out: Path, flip: bool | None, overwrite: bool) -> None:
     """Turn an export-h5 file back into what it came from: an svrt store (OUT.zarr) or a .dat stream."""
-    import h5py
-
-    from svrt_data.hdf5 import import_h5
+    from svrt_data.hdf5 import import_h5, open_h5
     from svrt_data.store.h5 import H5_FORMAT, import_store_h5
 
-    if out.exists() and not overwrite:
-        raise click.ClickException(f"{out} exists; pass --overwrite to replace it")
-    with h5py.File(source, "r") as f:
+    with open_h5(source) as f:
         is_store = f.attrs.get("svrt_format") == H5_FORMAT
     if is_store:
-        import_store_h5(source, out, overwrite=overwrite)
+        import_store_h5(source, out, overwrite=overwrite)  # refuses anything at OUT but an svrt store
     else:
+        if out.exists() or out.is_symlink():
+            raise click.ClickException(
+                f"{out} exists{'' if overwrite else '; pass --overwrite to replace it'}"
+                + (" and svrt cannot prove it wrote it (.dat files carry no header); move or delete it yourself, "
+                   "or choose another output" if overwrite else ""))
         import_h5(source, out, flip=flip)
     click.echo(f"wrote {out}")
 
@@ -270,14 +269,18 @@ def _inspect_store(path: Path, png: Path | None) -> None:
 @click.argument("raw_root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--align", "align_log", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Align log (default: RAW_ROOT/align.csv).")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Store to write.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Store to write: a new path, an empty folder or an svrt store.")
 @click.option("--bins", type=click.IntRange(1, 1024), default=32, show_default=True, help="Voxel bins K.")
 @click.option("--mode", type=click.Choice(["count", "linear"]), default="count", show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "numpy", "numba", "cupy"]), default="auto",
               show_default=True, help="Voxelization backend (cupy: GPU workers only).")
-@click.option("--overwrite", is_flag=True, help="Delete an existing store first.")
+@click.option("--overwrite", is_flag=True,
+              help="Rebuild every sequence of an existing svrt store (each replaced only once its new version is "
+                   "complete); sequences not in this run are deleted at the end.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
-              help="Skip sequences already complete (incomplete ones are always rebuilt).")
+              help="Skip sequences already complete, after checking their inputs and chunks (damaged or incomplete "
+                   "ones are rebuilt).")
 @click.option("--sequences", "sequences_text", help="Comma-separated sequences (split/name or name) to write.")
 @click.option("--scheduler", default="none", show_default=True,
               help="none (in-process), local (a local Dask cluster) or a scheduler address tcp://host:8786.")
@@ -301,13 +304,19 @@ def voxelize(raw_root: Path, align_log: Path | None, out: Path, bins: int, mode:
                               resume=resume, sequences=seqs, scheduler=scheduler, workers=workers, dry_run=dry_run,
                               blur_dir=blur_dir, sharp_dir=sharp_dir or None)
     plan = report.plan
+    for line in report.cleaned:
+        click.echo(f"cleanup: {line}")
+    for key, why in report.rebuilt.items():
+        click.echo(f"rebuild {key}: {why}")
     if dry_run:
         click.echo(f"dry run: {len(plan.tasks)} sequence(s) to write, {len(plan.skipped)} complete and skipped")
         for task_id, key, action, frames, shards in plan.table():
             click.echo(f"  task {task_id:>3}  {action:<7}  {key}  ({frames} frames, {shards} shards)")
         return
     secs = max(report.seconds, 1e-9)
-    click.echo(f"wrote {len(report.written)} sequence(s) to {out}, skipped {len(plan.skipped)} complete")
+    click.echo(f"wrote {len(report.written)} sequence(s) to {out}, skipped {len(plan.skipped)} complete"
+               + (f", deleted {len(report.deleted)} not in this run ({', '.join(report.deleted[:5])})"
+                  if report.deleted else ""))
     click.echo(f"  frames {report.frames}, spike frames {report.spike_frames}; read {report.bytes_in / 1e6:.1f} MB, "
                f"wrote {report.bytes_out / 1e6:.1f} MB in {report.seconds:.1f} s "
                f"({report.frames / secs:.1f} frames/s, {report.bytes_in / secs / 1e6:.1f} MB/s in)")
@@ -315,9 +324,11 @@ def voxelize(raw_root: Path, align_log: Path | None, out: Path, bins: int, mode:
 
 @main.command()
 @click.argument("store", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--no-checksums", is_flag=True, help="Skip recomputing checksums (faster).")
+@click.option("--no-checksums", is_flag=True,
+              help="Only check that every chunk exists (shard indexes), without decoding (faster).")
 def verify(store: Path, no_checksums: bool) -> None:
-    """Check a store: completeness, shapes, dtypes, windows and checksums. Exit status 1 if anything is wrong."""
+    """Check a store: completeness, metadata, every chunk (present, crc32c, decodable), shapes, windows and
+    array checksums. Lists every damaged array and chunk; exit status 1 if anything is wrong."""
     from svrt_data.store import verify_store
 
     report = verify_store(store, checksums=not no_checksums)
@@ -326,4 +337,10 @@ def verify(store: Path, no_checksums: bool) -> None:
     click.echo(f"{store}: {report.sequences} sequences, {report.frames} frames: "
                f"{'all well' if report.ok else f'{len(report.problems)} problem(s)'}")
     if not report.ok:
+        if report.damaged:
+            click.echo(f"rebuild the damaged sequences from the raw data: {report.rebuild_hint()}")
         raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

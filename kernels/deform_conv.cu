@@ -146,7 +146,7 @@ __global__ void deform_im2col(
 // - grad_mask    = sum over the group's channels of grad_column * sample;
 // the last two are owned by this thread and written (zero outside the image) without atomics.
 //
-// merge (grad_input): consecutive lanes of a warp are consecutive output pixels of one tap. With smooth
+// Merging (grad_input): consecutive lanes of a warp are consecutive output pixels of one tap. With smooth
 // offsets (flows) a lane's right corners are often the next lane's left corners; the next lane then adds
 // them to its own left-corner updates (one shuffle) and this lane skips them, halving the atomics.
 // The loop runs warp-uniform trip counts so that every lane takes part in the shuffles.
@@ -157,14 +157,14 @@ __global__ void deform_col2im(
     T* __restrict__ grad_mask, long long total,
     int C, int H, int W, int G, int kh, int kw, int Ho, int Wo,
     int sh, int sw, int ph, int pw, int dh, int dw, int has_mask,
-    int need_input, int need_offset, int need_mask, int merge) {
+    int need_input, int need_offset, int need_mask) {
     const unsigned FULL = 0xffffffffu;
     const int K = kh * kw;
     const int Cpg = C / G;
     const long long N = static_cast<long long>(Ho) * Wo;
     const long long HW = static_cast<long long>(H) * W;
     const bool need_values = need_offset || need_mask;
-    const bool merging = need_input && merge;  // grid-uniform
+    const bool merging = need_input;  // grid-uniform
     const int lane = threadIdx.x & 31;
     const long long step = static_cast<long long>(blockDim.x) * gridDim.x;
     for (long long base = blockIdx.x * static_cast<long long>(blockDim.x) + (threadIdx.x & ~31); base < total;

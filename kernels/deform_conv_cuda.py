@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from kernels.deform_conv import check_deform_conv_args, compute_dtype
+from kernels.deform_conv_args import check_deform_conv_args, compute_dtype
 from svrt_errors import BackendUnavailableError, SvrtValueError
 
 __all__ = ["MAX_COLUMN_ELEMENTS", "cupy_available", "deform_conv2d_cuda"]
@@ -186,12 +186,11 @@ def _col2im(
     grad_off: torch.Tensor | None,
     grad_msk: torch.Tensor | None,
     geo: _Geometry,
-    merge: bool = True,
 ) -> None:
     """Accumulate ``grad_x`` (zero-filled by the caller) and write ``grad_off``, ``grad_msk`` of one chunk.
 
-    ``merge``: let neighbouring lanes that share corners combine their ``grad_x`` updates (fewer atomics;
-    see ``deform_conv.cu``); off only to measure what it saves.
+    Neighbouring lanes that share corners combine their ``grad_x`` updates (fewer atomics; see
+    ``deform_conv.cu``), so the order of float additions into ``grad_x`` is not the reference's.
     """
     total = x.shape[0] * geo.G * geo.K * geo.N
     with _on_torch_stream(x.device):
@@ -210,14 +209,14 @@ def _col2im(
             np.int32(grad_x is not None),
             np.int32(grad_off is not None),
             np.int32(grad_msk is not None),
-            np.int32(merge),
         )
         _launch(_kernel("deform_col2im", x), total, args)
 
 
 @contextlib.contextmanager
 def _gemm_math(input_dtype: torch.dtype) -> Iterator[None]:
-    """TF32 GEMMs for half-precision inputs (module docstring); torch's setting otherwise."""
+    """TF32 GEMMs for half-precision inputs (module docstring); torch's setting otherwise. The flag is
+    process-wide (``torch.backends.cuda.matmul.allow_tf32``): it is set for this block only and restored."""
     if input_dtype not in (torch.float16, torch.bfloat16):
         yield
         return
@@ -336,7 +335,7 @@ def deform_conv2d_cuda(
         ``(B, C_out, Ho, Wo)`` in ``input``'s dtype.
 
     Raises:
-        SvrtValueError: bad arguments (see :func:`kernels.deform_conv.check_deform_conv_args`), tensors not on
+        SvrtValueError: bad arguments (see :func:`kernels.deform_conv_args.check_deform_conv_args`), tensors not on
             a CUDA device, or float64 mixed with other dtypes.
         BackendUnavailableError: CuPy is not installed.
     """

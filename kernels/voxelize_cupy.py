@@ -20,20 +20,21 @@ from typing import Any
 import cupy as cp
 import numpy as np
 
-__all__ = ["voxelize_count", "voxelize_linear", "vector_bytes", "CUDA_SOURCE"]
+__all__ = ["voxelize_count", "voxelize_linear", "vector_bytes", "count_kernel_name", "CUDA_SOURCE"]
 
 CUDA_SOURCE = Path(__file__).with_name("voxelize.cu")
 THREADS = 256  # the kernels' __launch_bounds__ and the shared-memory staging assume 256
 COUNT_V = (1, 2, 4, 8, 16)
 LINEAR_V = (1, 2, 4)  # 8V float64 accumulators per thread: V = 4 already takes ~90 registers
 # Count kernels with V >= STAGED_FROM_V store through shared memory (512 contiguous bytes per warp store);
-# narrower ones store each lane's 8V bytes directly. Measured on an H100 (benchmarks/RESULTS.md, kernel
-# only): staging wins at V=8 (1000x1000: 91-93% of copy bandwidth against 62-64% direct), ties at V=4
-# (250x400: 82-83% either way).
+# narrower ones store each lane's 8V bytes directly. Staging pays off only for wide vectors (the kernel
+# timings of both store paths are in benchmarks/RESULTS.md, Voxelization).
 STAGED_FROM_V = 8
 
 
-def _count_name(v: int, staged: bool) -> str:
+def count_kernel_name(v: int, staged: bool) -> str:
+    """The ``voxel_count`` instantiation for ``v`` bytes per thread, storing through shared memory or not
+    (the template takes both at any ``v >= 4``; :func:`voxelize_count` uses ``staged = v >= STAGED_FROM_V``)."""
     return f"voxel_count<{v}, {'true' if staged and v >= 4 else 'false'}>"
 
 
@@ -43,7 +44,7 @@ def _linear_name(v: int) -> str:
 
 @functools.cache
 def _module() -> Any:
-    names = sorted({_count_name(v, s) for v in COUNT_V for s in (False, True)} | {_linear_name(v) for v in LINEAR_V})
+    names = sorted({count_kernel_name(v, v >= STAGED_FROM_V) for v in COUNT_V} | {_linear_name(v) for v in LINEAR_V})
     return cp.RawModule(code=CUDA_SOURCE.read_text(), options=("-std=c++17",), name_expressions=names)
 
 
@@ -60,17 +61,14 @@ def _launch(kernel: Any, total: int, args: tuple) -> None:
         kernel(((total + THREADS - 1) // THREADS,), (THREADS,), args)
 
 
-def voxelize_count(frames: Any, ranges: np.ndarray, out: Any, *, staged: bool | None = None) -> None:
-    """Fill ``uint8 (N, K, H, W)`` ``out`` with spike counts (the caller guarantees <= 255 frames per bin).
-
-    ``staged`` forces the store path (the benchmark compares both); by default ``V >= STAGED_FROM_V`` stages.
-    """
+def voxelize_count(frames: Any, ranges: np.ndarray, out: Any) -> None:
+    """Fill ``uint8 (N, K, H, W)`` ``out`` with spike counts (the caller guarantees <= 255 frames per bin)."""
     s, h, wb = frames.shape
     f = h * wb
     v = vector_bytes(f, frames.data.ptr)
     chunks = f // v
     total = ranges.shape[0] * ranges.shape[1] * chunks
-    kernel = _module().get_function(_count_name(v, v >= STAGED_FROM_V if staged is None else staged))
+    kernel = _module().get_function(count_kernel_name(v, v >= STAGED_FROM_V))
     _launch(kernel, total, (frames, cp.asarray(ranges, dtype=cp.int64), out, np.int64(f), np.int64(chunks),
                             np.int64(total)))
 

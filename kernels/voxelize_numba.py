@@ -5,8 +5,8 @@ holds pixels ``8p .. 8p+7`` of the flat ``H*W`` image, pixel ``8p+i`` in bit ``i
 each packed byte into a ``uint64`` whose byte ``i`` is bit ``i`` (SWAR: eight pixel counts per add; no
 byte lane overflows while a bin holds at most 255 frames) and adds it into the output viewed as
 ``uint64``: eight output pixels per load, add and store. The byte is spread with a multiply and masks
-rather than a 256-entry lookup table: the table version cannot vectorize (a gather per byte) and
-measured 3.5x slower on this project's 2-core AMD EPYC (0.90 vs 0.25 ms per 250x400 window, K=32).
+rather than a 256-entry lookup table: the table version cannot vectorize (a gather per byte) and is
+several times slower (docs/voxelization.md; the kernel's own figures: benchmarks/RESULTS.md).
 ``linear`` expands each frame's bytes the same way into 0/1 bytes, then adds ``weight * bit`` into
 float64 accumulators (a vectorized loop over pixels), in frame order, and rounds to float32 once.
 

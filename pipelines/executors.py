@@ -10,13 +10,25 @@ Results come back as tasks finish; a worker that dies mid-task has its task reru
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from svrt_errors import BackendUnavailableError
+from svrt_errors import BackendUnavailableError, SvrtValueError
 
-__all__ = ["run_tasks", "WORKER_MALLOC_TRIM"]
+__all__ = ["run_tasks", "check_scheduler", "WORKER_MALLOC_TRIM"]
+
+_ADDRESS = re.compile(r"^([a-z][a-z0-9+.-]*://)?[^\s:/]+(:\d{1,5})$|^[a-z][a-z0-9+.-]*://\[[0-9a-fA-F:]+\]:\d{1,5}$")
+
+
+def check_scheduler(scheduler: object) -> str:
+    """``"none"``, ``"local"`` or a scheduler address ``[scheme://]host:port``; raise otherwise (before any
+    work starts)."""
+    if isinstance(scheduler, str) and (scheduler in ("none", "local") or _ADDRESS.match(scheduler)):
+        return scheduler
+    raise SvrtValueError(f"--scheduler {scheduler!r} is neither 'none', 'local' nor a scheduler address such as "
+                         "tcp://host:8786 (scheme optional, port required)")
 
 MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")
 WORKER_MALLOC_TRIM = 1 << 27
@@ -40,6 +52,7 @@ def run_tasks(
     ``warmup()``, if given, runs once on every worker before any task (imports, JIT compilation), as
     part of the start-up.
     """
+    check_scheduler(scheduler)
     timings = {} if timings is None else timings
     t_start = time.perf_counter()
     gpu = list(needs_gpu) if needs_gpu is not None else [False] * len(payloads)
@@ -60,15 +73,15 @@ def run_tasks(
         ) from None
     cluster = None
     if scheduler == "local":
-        if workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {workers}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise SvrtValueError(f"--workers must be an integer >= 1, got {workers!r}")
         import dask
 
         resources = {"GPU": 1} if any(gpu) else None
         # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536. Setting it at all also switches
         # off glibc's dynamic mmap threshold, so every block over 128 KiB a task allocates is a fresh
-        # mmap that page-faults again (measured: zarr shard writes ~2.8x slower than in a plain
-        # process). Our tasks' memory is bounded: keep blocks below 128 MiB on the heap.
+        # mmap that page-faults again (zarr shard writes suffer most; benchmarks/RESULTS.md, Zarr store).
+        # Our tasks' memory is bounded: keep blocks below 128 MiB on the heap.
         with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": str(WORKER_MALLOC_TRIM) for k in MALLOC_ENV}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, resources=resources,
                                    dashboard_address=None)

@@ -12,14 +12,14 @@ import math
 from dataclasses import dataclass
 
 from svrt_data.store import layout as L
-from svrt_errors import SvrtValueError
+from svrt_errors import StoreLayoutError, SvrtValueError
 
-__all__ = ["SequenceShape", "ArrayWrite", "SequenceTask", "VoxelizePlan", "plan_voxelize"]
+__all__ = ["SequenceToWrite", "ArrayWrite", "SequenceTask", "VoxelizePlan", "plan_voxelize"]
 
 
 @dataclass(frozen=True)
-class SequenceShape:
-    """What the planner needs to know about one sequence."""
+class SequenceToWrite:
+    """A sequence a voxelize job may write: its key and sizes, known from the raw dataset before any write."""
 
     key: str  # "split/sequence" (or "sequence")
     frames: int
@@ -27,6 +27,21 @@ class SequenceShape:
     spike_shape: tuple[int, int]
     spike_frames: int
     has_sharp: bool = True
+
+    def geometry(self, bins: int, mode: str = "count") -> L.SequenceGeometry:
+        """Its sizes as the store layout takes them."""
+        return L.SequenceGeometry(self.frames, self.rgb_shape, self.spike_shape, self.spike_frames, bins, mode,
+                                  self.has_sharp)
+
+
+def __getattr__(name: str) -> object:
+    if name == "SequenceShape":  # the old name, kept for one release
+        import warnings
+
+        warnings.warn("pipelines.plan.SequenceShape is deprecated and will be removed in the next release; use "
+                      "pipelines.plan.SequenceToWrite", DeprecationWarning, stacklevel=2)
+        return SequenceToWrite
+    raise AttributeError(f"module 'pipelines.plan' has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -84,35 +99,30 @@ class VoxelizePlan:
         return [(t.task_id, t.key, t.action, t.frames, sum(w.n_shards for w in t.writes)) for t in self.tasks]
 
 
-def _writes(seq: SequenceShape, bins: int) -> tuple[ArrayWrite, ...]:
-    n, (h, w), (hs, ws) = seq.frames, seq.rgb_shape, seq.spike_shape
-    shapes = {
-        "blur": (n, h, w, 3),
-        "spikes": (seq.spike_frames, hs, ws // 8),
-        "windows": (n, 2),
-        "voxels": (n, bins, hs, ws),
-    }
-    if seq.has_sharp:
-        shapes["sharp"] = (n, h, w, 3)
-    out = []
-    for name in sorted(shapes):
-        chunks, shards = L.chunking(name, shapes[name])
-        out.append(ArrayWrite(f"{seq.key}/{name}", shapes[name], shards or chunks))
-    return tuple(out)
+def _writes(seq: SequenceToWrite, bins: int, mode: str) -> tuple[ArrayWrite, ...]:
+    """Every array the sequence's task writes, with the shard shape each writer owns (from the layout)."""
+    try:
+        arrays = L.sequence_arrays(seq.geometry(bins, mode))
+    except StoreLayoutError as exc:
+        raise StoreLayoutError(f"{seq.key}: {exc}") from None
+    return tuple(ArrayWrite(f"{seq.key}/{name}", a.shape, a.write_block) for name, a in sorted(arrays.items()))
 
 
 def plan_voxelize(
-    sequences: list[SequenceShape],
+    sequences: list[SequenceToWrite],
     states: dict[str, str],
     *,
     bins: int,
     backend: str,
     resume: bool = True,
+    mode: str = "count",
 ) -> VoxelizePlan:
     """One task per sequence that needs writing.
 
     ``states[key]`` is ``"complete"``, ``"incomplete"`` or ``"absent"`` (missing keys: absent). With
-    ``resume`` complete sequences are skipped; incomplete ones are always rebuilt from scratch.
+    ``resume`` complete sequences are skipped; incomplete ones are always rebuilt from scratch. Array
+    shapes and shards come from :func:`svrt_data.store.layout.sequence_arrays` (``bins`` voxel bins of
+    ``mode``); a sequence the layout cannot hold raises :class:`StoreLayoutError` naming it.
     """
     tasks, skipped = [], []
     for seq in sequences:
@@ -123,7 +133,8 @@ def plan_voxelize(
             skipped.append(seq.key)
             continue
         action = "write" if state == "absent" else "rebuild"
-        tasks.append(SequenceTask(len(tasks), seq.key, action, seq.frames, _writes(seq, bins), backend == "cupy"))
+        tasks.append(SequenceTask(len(tasks), seq.key, action, seq.frames, _writes(seq, bins, mode),
+                                  backend == "cupy"))
     plan = VoxelizePlan(tuple(tasks), tuple(skipped))
     plan.check_disjoint()
     return plan

@@ -21,21 +21,17 @@ from svrt_errors import (
 
 __version__ = "0.1.0"
 
-# Names that need torch load on first use (PEP 562), so `import svrt_data` never imports torch.
-_LAZY = {
-    "SpikeDeblurDataset": "svrt_data.dataset",
-    "make_loader": "svrt_data.dataset",
-    "SpikeTransform": "svrt_data.spike_transform",
-}
+_LOADER_NAMES = ("SpikeDeblurDataset", "SpikeTransform", "make_loader")
 
 
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
+    """The loader's names (:mod:`svrt_data.loader`), which need torch, load on first use (PEP 562), so
+    ``import svrt_data`` never imports torch."""
+    if name not in _LOADER_NAMES:
         raise AttributeError(f"module 'svrt_data' has no attribute {name!r}")
-    import importlib
+    from svrt_data import loader
 
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(loader, name)
     globals()[name] = value
     return value
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from svrt_data.geometry import Geometry
+from svrt_data.names import name_problem, path_problem
 from svrt_data.spike_io import SpikeStream
 from svrt_errors import AlignLogError, SpikeFormatError
 
@@ -52,6 +53,7 @@ __all__ = [
     "discover_sequences",
     "read_align_log",
     "write_align_log",
+    "is_align_log",
     "validate_align_log",
     "frames_per_blur_for",
 ]
@@ -228,15 +230,46 @@ def read_align_log(path: str | os.PathLike) -> AlignLog:
             t0, t1 = float(t0_s), float(t1_s)
         except ValueError:
             raise AlignLogError(f"{path} line {lineno}: t0 and t1 must be numbers, got {t0_s!r}, {t1_s!r}") from None
-        if not seq or not spike_file:
-            raise AlignLogError(f"{path} line {lineno}: sequence and spike_file must not be empty")
-        entries.append(AlignEntry(split, seq, frame, spike_file, t0, t1, lineno))
+        entry = AlignEntry(split, seq, frame, spike_file, t0, t1, lineno)
+        why = _name_problems(entry)
+        if why:
+            raise AlignLogError(f"{path} line {lineno}: {why[0]}")
+        entries.append(entry)
+    if not entries:
+        raise AlignLogError(f"{path}: the log has a header but no rows (no blurry frame has a spike window); "
+                            "write it with `svrt-data align RAW_ROOT`")
     return AlignLog(header, entries)
 
 
+def _name_problems(e: AlignEntry) -> list[str]:
+    """What is wrong with the names of one row (they become folders of a store, so they must be plain)."""
+    out = []
+    if e.split != "" and (why := name_problem(e.split)):
+        out.append(f"split {e.split!r} {why}; splits must be plain folder names (or empty)")
+    if why := name_problem(e.sequence):
+        out.append(f"sequence {e.sequence!r} {why}; sequences must be plain folder names")
+    if why := path_problem(e.spike_file):
+        out.append(f"spike_file {e.spike_file!r} {why}")
+    return out
+
+
+def is_align_log(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file starting with an align log's header (one svrt may replace)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(256)
+    except OSError:
+        return False
+    return first.strip().lstrip(b"#").strip() == MAGIC.encode()
+
+
 def write_align_log(log: AlignLog, path: str | os.PathLike) -> Path:
-    """Write ``log`` to ``path`` atomically (a temporary file renamed into place)."""
+    """Write ``log`` to ``path`` atomically (a temporary file renamed into place). An existing ``path`` is
+    replaced only when it is an align log; anything else is refused."""
     path = Path(path)
+    if (path.exists() or path.is_symlink()) and not is_align_log(path):
+        raise AlignLogError(f"{path} exists and is not an align log (no '# {MAGIC}' header); refusing to overwrite "
+                            "it. Choose another --out")
     h = log.header
     buf = io.StringIO()
     buf.write(f"# {MAGIC}\n# format_version: {FORMAT_VERSION}\n# rate_hz: {_format_number(h.rate_hz)}\n")
@@ -277,6 +310,11 @@ def validate_align_log(log: AlignLog, raw_root: str | os.PathLike, *, check_blur
     """
     root = Path(raw_root)
     geometry = log.geometry
+    if not log.entries:
+        raise AlignLogError(f"align log for {root} has no rows (no blurry frame has a spike window)")
+    named = [f"{e.where()}: {why}" for e in log.entries for why in _name_problems(e)]
+    if named:  # before any of these names is joined to a path
+        raise _problems_error(f"align log for {root} names folders that svrt will not create", named)
     problems: list[str] = []
     lengths: dict[str, int | None] = {}
     for e in log.entries:
@@ -335,11 +373,15 @@ def discover_sequences(raw_root: str | os.PathLike, *, spike_dir: str = "spike")
     if not root.is_dir():
         raise AlignLogError(f"{root}: raw dataset folder not found")
     found: list[SequenceDir] = []
-    for first in sorted(p for p in root.iterdir() if p.is_dir()):
+
+    def folders(parent: Path) -> list[Path]:  # hidden folders are staging areas (synth's .partial), not data
+        return sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    for first in folders(root):
         if (first / spike_dir).is_dir():
             found.append(SequenceDir("", first.name, first))
             continue
-        for second in sorted(p for p in first.iterdir() if p.is_dir()):
+        for second in folders(first):
             if (second / spike_dir).is_dir():
                 found.append(SequenceDir(first.name, second.name, second))
     if not found:

@@ -24,11 +24,38 @@ from svrt_data.geometry import Geometry
 from svrt_data.spike_io import DatWriter, PackedStream
 from svrt_errors import SpikeFormatError
 
-__all__ = ["H5SpikeStream", "export_h5", "import_h5", "read_h5"]
+__all__ = ["H5SpikeStream", "export_h5", "import_h5", "read_h5", "open_h5", "is_svrt_h5", "STORE_FORMAT"]
 
 FORMAT = "spike-stream"
 FORMAT_VERSION = 1
 DEFAULT_CHUNK_FRAMES = 256
+STORE_FORMAT = "svrt-store"  # the file-level svrt_format of a store export (svrt_data.store.h5)
+
+
+def open_h5(path: str | os.PathLike):
+    """Open an HDF5 file read-only; anything that is not one is a :class:`SpikeFormatError` naming it."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpikeFormatError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise SpikeFormatError(f"{path}: not a readable HDF5 file ({exc}); give a file written by "
+                               "`svrt-data export-h5`") from None
+
+
+def is_svrt_h5(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an HDF5 file svrt wrote (a store export or a spike-stream export)."""
+    try:
+        with open_h5(path) as f:
+            if f.attrs.get("svrt_format") == STORE_FORMAT:
+                return True
+            ds = f.get("spikes")
+            return ds is not None and ds.attrs.get("svrt_format") == FORMAT
+    except (SpikeFormatError, OSError, ValueError):
+        return False
 
 
 def export_h5(
@@ -86,12 +113,8 @@ class H5SpikeStream(PackedStream):
     """
 
     def __init__(self, path: str | os.PathLike, *, dataset: str = "spikes") -> None:
-        import h5py
-
         self.path = Path(path)
-        if not self.path.is_file():
-            raise SpikeFormatError(f"{self.path}: no such HDF5 file")
-        self._file = h5py.File(self.path, "r")
+        self._file = open_h5(self.path)
         try:
             self._ds = _checked_dataset(self._file, self.path, dataset)
         except BaseException:
@@ -130,11 +153,16 @@ def _checked_dataset(f, path: Path, dataset: str):
             f"{path}:/{dataset} is not an svrt spike stream (svrt_format={a.get('svrt_format')!r}); "
             "write it with svrt_data.hdf5.export_h5 / `svrt-data export-h5`"
         )
-    if int(a["format_version"]) != FORMAT_VERSION:
+    try:
+        version, h, w = int(a["format_version"]), int(a["height"]), int(a["width"])
+        float(a["rate_hz"]), bool(a["source_flip"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SpikeFormatError(f"{path}:/{dataset}: attribute {exc} is missing or not a number; the file is "
+                               "damaged (export it again with `svrt-data export-h5`)") from None
+    if version != FORMAT_VERSION:
         raise SpikeFormatError(
             f"{path}: format_version {a['format_version']} is not supported (this svrt reads {FORMAT_VERSION})"
         )
-    h, w = int(a["height"]), int(a["width"])
     if ds.ndim != 3 or ds.shape[1:] != (h, w // 8) or ds.dtype != np.uint8:
         raise SpikeFormatError(f"{path}:/{dataset} has {ds.dtype} {ds.shape}, expected uint8 (S, {h}, {w // 8})")
     return ds

@@ -17,6 +17,7 @@ from typing import Any
 
 from svrt_data.align import CentredExposure, PerFrameFiles, Rule
 from svrt_data.geometry import Geometry
+from svrt_data.names import name_problem, path_problem
 from svrt_errors import ManifestError
 
 __all__ = ["MANIFEST_VERSION", "Manifest", "list_manifests", "load_manifest"]
@@ -85,6 +86,26 @@ class Manifest:
                                 "(expected per-frame-files or centred-exposure)")
 
 
+def _check_names(data: dict, source: str) -> None:
+    """Splits and the layout's folders become paths: refuse anything but plain names before they are used."""
+    problems = []
+    splits, layout = data["splits"], data["layout"]
+    if not isinstance(splits, list) or not splits:
+        problems.append(f"splits must be a non-empty list of folder names, got {splits!r}")
+    else:
+        problems += [f"split {s!r} {why}" for s in splits if (why := name_problem(s))]
+    if not isinstance(layout, dict):
+        problems.append(f"layout must be a mapping, got {layout!r}")
+    else:
+        for key in ("spike_dir", "blur_dir", "sharp_dir"):
+            if layout.get(key) is not None and (why := name_problem(layout[key])):
+                problems.append(f"layout.{key} {layout[key]!r} {why}")
+        if layout.get("stream") is not None and (why := path_problem(layout["stream"])):
+            problems.append(f"layout.stream {layout['stream']!r} {why}")
+    if problems:
+        raise ManifestError(f"{source}: " + "; ".join(problems) + "; names must be plain relative folder names")
+
+
 def list_manifests() -> list[str]:
     """Names of the manifests shipped with svrt."""
     return sorted(p.name[: -len(".yaml")] for p in resources.files(_PACKAGE).iterdir() if p.name.endswith(".yaml"))
@@ -116,6 +137,7 @@ def load_manifest(name_or_path: str | os.PathLike) -> Manifest:
     missing = [k for k in ("name", "splits", "layout", "spike", "align") if k not in data]
     if missing:
         raise ManifestError(f"{source}: missing {', '.join(missing)}")
+    _check_names(data, source)
     known = {"manifest_version", "name", "title", "splits", "layout", "spike", "rgb", "align", "unverified"}
     return Manifest(
         name=str(data["name"]), title=str(data.get("title", data["name"])), splits=tuple(data["splits"]),

@@ -193,7 +193,7 @@ class SpikeStream(PackedStream):
     def _unpacked(self, a: int, b: int) -> np.ndarray:
         g = self.geometry
         if g.row_width % 8 == 0:
-            # Flip the packed rows first (W/8 bytes per row), then unpack: ~2x faster than the reverse.
+            # Flip the packed rows first, then unpack: the flip then moves W/8 bytes per row instead of W.
             rows = self._raw_rows(a, b)
             out = unpack_frames(rows[:, ::-1] if g.flip else rows)
             if g.row_width != g.width:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from svrt_errors import SvrtValueError
 
@@ -91,6 +90,25 @@ def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA, *, dtype
     return (g / g.sum()).to(dtype=dtype, device=device)
 
 
+def _gaussian_valid(x: torch.Tensor) -> torch.Tensor:
+    """The separable 11x11 Gaussian filter over the last two axes, 'valid' region only (no padding).
+
+    Shifted multiply-adds rather than ``conv2d``: memory-bound passes that run ~3x faster than a float64
+    convolution on the CPU and need no cuDNN on the GPU; the tap order is fixed, so results do not depend
+    on the batch.
+    """
+    g = gaussian_window().tolist()
+    k = len(g)
+    h, w = x.shape[-2] - k + 1, x.shape[-1] - k + 1
+    y = x[..., 0:h, :] * g[0]
+    for i in range(1, k):
+        y.add_(x[..., i : i + h, :], alpha=g[i])
+    z = y[..., :, 0:w] * g[0]
+    for i in range(1, k):
+        z.add_(y[..., :, i : i + w], alpha=g[i])
+    return z
+
+
 def ssim(output: torch.Tensor, target: torch.Tensor, *, data_range: float = DATA_RANGE,
          dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Structural similarity, one value per image (mean over channels of each channel's mean SSIM).
@@ -110,13 +128,19 @@ def ssim(output: torch.Tensor, target: torch.Tensor, *, data_range: float = DATA
         raise SvrtValueError(f"ssim: images of {h}x{w} pixels are smaller than the {SSIM_WINDOW}x{SSIM_WINDOW} "
                              "window; SSIM needs frames of at least 11x11")
     n = math.prod(lead) * c
-    g = gaussian_window(dtype=dtype, device=a.device)
-    # the five filtered maps of every channel of every image go through one separable 'valid' convolution
-    x = torch.stack([a, b, a * a, b * b, a * b], dim=-3).reshape(n * 5, 1, h, w)  # (N C 5) 1 H W
-    x = F.conv2d(x, g.view(1, 1, -1, 1))
-    x = F.conv2d(x, g.view(1, 1, 1, -1))
-    mu_a, mu_b, aa, bb, ab = x.view(n, 5, h - SSIM_WINDOW + 1, w - SSIM_WINDOW + 1).unbind(1)
-    var_a, var_b, cov = aa - mu_a * mu_a, bb - mu_b * mu_b, ab - mu_a * mu_b
+    # the five maps of every channel of every image, filtered together
+    x = torch.empty((n, 5, h, w), dtype=dtype, device=a.device)  # (N C) 5 H W
+    x[:, 0], x[:, 1] = a.reshape(n, h, w), b.reshape(n, h, w)
+    torch.mul(x[:, 0], x[:, 0], out=x[:, 2])
+    torch.mul(x[:, 1], x[:, 1], out=x[:, 3])
+    torch.mul(x[:, 0], x[:, 1], out=x[:, 4])
+    mu_a, mu_b, aa, bb, ab = _gaussian_valid(x).unbind(1)
     c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2))
+    # in place over the filtered maps (full frames in float64 are large):
+    # ((2 mu_a mu_b + c1)(2 cov + c2)) / ((mu_a^2 + mu_b^2 + c1)(var_a + var_b + c2))
+    mu_ab = mu_a * mu_b
+    cov2 = ab.sub_(mu_ab).mul_(2).add_(c2)  # 2 cov + c2
+    var = aa.add_(bb).addcmul_(mu_a, mu_a, value=-1).addcmul_(mu_b, mu_b, value=-1).add_(c2)  # var_a + var_b + c2
+    lum = mu_a.square_().addcmul_(mu_b, mu_b).add_(c1)  # mu_a^2 + mu_b^2 + c1
+    s = mu_ab.mul_(2).add_(c1).mul_(cov2).div_(lum.mul_(var))
     return s.mean(dim=(-2, -1)).view(*lead, c).mean(dim=-1)

@@ -250,6 +250,13 @@ class VRT(nn.Module):
     def compile_blocks(self, parts: str = "ffn") -> None:
         """Compile parts of every TMSA block with ``torch.compile`` (first calls pay the compile time).
 
+        Global side effect, not restored: compiling raises torch dynamo's process-wide recompile limits
+        (``torch._dynamo.config.recompile_limit`` / ``cache_size_limit``) to at least 64, because every
+        distinct block (shape, window, shift, mutual) is one compiled variant (~20 for VRT) and past the
+        default limit dynamo runs the further variants eagerly. The limits stay raised for the whole process
+        (compilation happens at the first calls, long after this method returns), also after
+        ``parts="none"``; other compiled code in the process sees them too.
+
         Args:
             parts: ``"none"`` (back to eager), ``"ffn"``, ``"attn"`` or ``"attn+ffn"``.
         """

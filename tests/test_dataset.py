@@ -20,17 +20,13 @@ torch = pytest.importorskip("torch")
 
 from pipelines.voxelize_job import voxelize_dataset  # noqa: E402
 from svrt_data.align import PerFrameFiles, build_align_log, write_align_log  # noqa: E402
-from svrt_data.clip_geometry import Dihedral  # noqa: E402
-from svrt_data.dataset import (  # noqa: E402
-    ClipKey,
-    ClipSampler,
-    SequenceAssembler,
-    SpikeDeblurDataset,
-    collate_clips,
-    make_loader,
-    move_batch,
-)
 from svrt_data.geometry import Geometry  # noqa: E402
+from svrt_data.loader.assemble import SequenceAssembler  # noqa: E402
+from svrt_data.loader.clip_geometry import Dihedral  # noqa: E402
+from svrt_data.loader.collate import collate_clips, move_batch  # noqa: E402
+from svrt_data.loader.dataset import SpikeDeblurDataset  # noqa: E402
+from svrt_data.loader.recipe import make_loader  # noqa: E402
+from svrt_data.loader.sampler import ClipKey, ClipSampler  # noqa: E402
 from svrt_data.spike_io import write_dat  # noqa: E402
 from svrt_data.voxelize import voxelize  # noqa: E402
 from svrt_errors import IncompleteSequenceError, StoreError, StoreLayoutError, SvrtValueError  # noqa: E402
@@ -292,10 +288,10 @@ def test_worker_batches_are_their_shared_ring_buffers(store, monkeypatch, spike_
     copied into fresh shared memory by the sender.)"""
     from types import SimpleNamespace
 
-    from svrt_data import dataset as D
+    from svrt_data.loader import batch_buffers as D
 
     ds = SpikeDeblurDataset(store, "train", clip_len=2, stride=1, crop=(64, 64), spike_input=spike_input, seed=8)
-    monkeypatch.setattr(D.torch.utils.data, "get_worker_info", lambda: SimpleNamespace(id=0, dataset=ds))
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: SimpleNamespace(id=0, dataset=ds))
     keys = [ClipKey(0, i) for i in range(2)]
     ints = {"index", "epoch", "spike_len", "spike_first"}  # ints in items, batched by collate_clips
 
@@ -303,7 +299,7 @@ def test_worker_batches_are_their_shared_ring_buffers(store, monkeypatch, spike_
         b = collate_clips(ds.__getitems__(keys))
         return b, {k: v.data_ptr() for k, v in b.items() if isinstance(v, torch.Tensor) and k not in ints}
 
-    ring = ds._buffer_ring = D._BufferRing(2, tracked=True)
+    ring = ds._buffer_ring = D.BufferRing(2, tracked=True)
     (b0, p0), (b1, p1) = batch(), batch()
     p0.pop(D.RELEASE_KEY), p1.pop(D.RELEASE_KEY)
     assert {"blur", "sharp", "frames", "crop", "augment"} <= set(p0)
@@ -319,7 +315,7 @@ def test_worker_batches_are_their_shared_ring_buffers(store, monkeypatch, spike_
         b.pop(D.RELEASE_KEY, None)
         _same(serial, b)
 
-    ds._buffer_ring = D._BufferRing(2, tracked=False)  # pinned loaders: round robin, no flag sent
+    ds._buffer_ring = D.BufferRing(2, tracked=False)  # pinned loaders: round robin, no flag sent
     u = [batch() for _ in range(3)]
     assert u[0][1] == u[2][1] != u[1][1] and D.RELEASE_KEY not in u[0][0]
 
@@ -327,13 +323,13 @@ def test_worker_batches_are_their_shared_ring_buffers(store, monkeypatch, spike_
 def test_main_process_releases_a_buffer_when_its_batch_is_gone():
     import gc
 
-    from svrt_data import dataset as D
+    from svrt_data.loader import batch_buffers as D
 
-    flags = D._empty((2,), torch.int32, True).fill_(1)
-    shared = D._empty((3, 4), torch.float32, True).fill_(1)
+    flags = D.empty_tensor((2,), torch.int32, True).fill_(1)
+    shared = D.empty_tensor((3, 4), torch.float32, True).fill_(1)
     batch = {"x": shared, "y": shared[1], "meta": torch.zeros(3), "name": ["a"], D.RELEASE_KEY: flags[1:2]}
     del shared
-    out = D._release_when_dropped(batch)
+    out = D.release_when_dropped(batch)
     assert out is batch and D.RELEASE_KEY not in out
     kept = out["x"][2:].numpy()  # a numpy view keeps the storage alive
     del out, batch
@@ -342,8 +338,8 @@ def test_main_process_releases_a_buffer_when_its_batch_is_gone():
     del kept
     gc.collect()
     assert flags.tolist() == [1, 0]
-    # a worker sends such a batch as a _RecycledBatch: unpickling it (in the main process) registers this
-    sent = D._RecycledBatch({"x": torch.ones(2), D.RELEASE_KEY: torch.ones(1, dtype=torch.int32)})
+    # a worker sends such a batch as a RecycledBatch: unpickling it (in the main process) registers this
+    sent = D.RecycledBatch({"x": torch.ones(2), D.RELEASE_KEY: torch.ones(1, dtype=torch.int32)})
     got = pickle.loads(pickle.dumps(sent))
     assert type(got) is dict and set(got) == {"x"}
 
@@ -461,7 +457,7 @@ def test_store_errors(store, tmp_path):
     with pytest.raises(StoreLayoutError, match=r"missing array\(s\) \['spikes'\]"):
         SpikeDeblurDataset(bad, "train", clip_len=3, crop=64, sequences=["SEQ0"], spike_input="raw")
     _edit_json(bad / "zarr.json", lambda m: m["attributes"]["svrt_layout"].update(version=99))
-    with pytest.raises(StoreLayoutError, match=r"layout version 99; this svrt reads version 1"):
+    with pytest.raises(StoreLayoutError, match=r"layout version 99; this svrt reads version 2"):
         SpikeDeblurDataset(bad, "train", clip_len=3, crop=64)
 
 
@@ -470,7 +466,7 @@ def test_array_and_codec_errors(store, tmp_path):
     _edit_json(bad / "train" / "SEQ0" / "blur" / "zarr.json",
                lambda m: m["codecs"][0]["configuration"]["codecs"].__setitem__(1, {"name": "gzip",
                                                                                   "configuration": {"level": 1}}))
-    with pytest.raises(StoreLayoutError, match=r"blur: codec chain \['bytes', 'gzip'\] is not supported"):
+    with pytest.raises(StoreLayoutError, match=r"blur: codec chain \['bytes', 'gzip', 'crc32c'\] is not supported"):
         SpikeDeblurDataset(bad, "train", clip_len=3, crop=64)
     _edit_json(bad / "train" / "SEQ1" / "zarr.json", lambda m: m["attributes"]["svrt_sequence"]["voxel"].update(bins=8))
     with pytest.raises(StoreLayoutError, match=r"train/SEQ1: array 'voxels' is uint8 \(9, 24, 144, 160\), expected "
@@ -515,10 +511,10 @@ def test_svrt_data_exports_the_dataset_lazily():
     import subprocess
     import sys
 
-    code = ("import sys, svrt_data, svrt_data.clip_reader, svrt_data.store.fast_reader; "
+    code = ("import sys, svrt_data, svrt_data.loader, svrt_data.loader.clip_reader, svrt_data.store.fast_reader; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "from svrt_data import SpikeDeblurDataset, SpikeTransform, make_loader; "
-            "import svrt_data.dataset as d; assert SpikeDeblurDataset is d.SpikeDeblurDataset; print('ok')")
+            "import svrt_data.loader.dataset as d; assert SpikeDeblurDataset is d.SpikeDeblurDataset; print('ok')")
     root = Path(__file__).resolve().parents[1]
     res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr

@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from svrt_data.clip_geometry import AxisScale, Dihedral, flip_packed_x, shift_packed, transpose_packed
-from svrt_data.clip_plan import ClipPlan, SequenceShape
+from svrt_data.loader.clip_geometry import AxisScale, Dihedral, flip_packed_x, shift_packed, transpose_packed
+from svrt_data.loader.clip_plan import ClipPlan, ClipSource
 from svrt_errors import SvrtValueError
 
 ALL = [Dihedral(*map(bool, c)) for c in itertools.product((0, 1), repeat=3)]
@@ -91,7 +91,7 @@ def test_axis_scale_grid(rgb, spike, step, maps):
 
 
 def _seq(key="a", n=20, rgb=(64, 96), spike=(32, 48), windows=None):
-    return SequenceShape(key, n, rgb, spike, windows)
+    return ClipSource(key, n, rgb, spike, windows)
 
 
 # (n_frames, clip_len, stride, mode, jitter) -> table rows (first start, last start)

@@ -20,7 +20,7 @@ from svrt_data.store.fast_reader import (
 from svrt_errors import StoreError, StoreLayoutError
 
 zarr = pytest.importorskip("zarr")
-from zarr.codecs import BloscCodec, ZstdCodec  # noqa: E402
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec  # noqa: E402
 
 # (name, shape, chunks, shards, dtype, compressor, fill)
 CASES = [
@@ -33,29 +33,30 @@ CASES = [
 ]
 
 
-def _compressors(name):
+def _compressors(name, checksum=True):
+    crc = [Crc32cCodec()] if checksum else []
     if name is None:
-        return None
+        return crc or None
     if name == "zstd":
-        return [ZstdCodec(level=1)]
+        return [ZstdCodec(level=1), *crc]
     if name == "blosc-lz4":
-        return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
-    return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")]
+        return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"), *crc]
+    return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"), *crc]
 
 
 def _make(tmp_path, case, seed=0):
+    """Every chunk stored (as svrt writers do), with a block equal to the fill value among them."""
     name, shape, chunks, shards, dtype, comp, fill = case
     rng = np.random.default_rng(seed)
     data = rng.integers(0, 200, shape).astype(dtype) if dtype != "float16" else rng.random(shape).astype(dtype)
-    # leave holes: a block equal to the fill value (its chunks are never written) and an unwritten tail
     sl = tuple(slice(0, min(c * 2, n)) for c, n in zip(chunks, shape, strict=True))
     data[sl] = fill
     path = tmp_path / name
     arr = zarr.create_array(str(path), shape=shape, chunks=chunks, shards=shards, dtype=dtype,
-                            compressors=_compressors(comp), fill_value=fill)
-    cut = shape[0] - shape[0] // 3
+                            compressors=_compressors(comp), fill_value=fill, config={"write_empty_chunks": True})
+    cut = shape[0] - shape[0] // 3  # two writes, the second a partial shard
     arr[:cut] = data[:cut]
-    data[cut:] = fill
+    arr[cut:] = data[cut:]
     return path, data
 
 
@@ -123,14 +124,69 @@ def test_cache_hits_are_identical_and_bounded(arrays):
         ChunkCache(-1)
 
 
-def test_missing_shards_and_empty_chunks_read_as_fill(arrays):
-    case, path, data = arrays["plain"]
+@pytest.mark.parametrize("name", [c[0] for c in CASES])
+def test_every_chunk_is_stored_and_checksummed(arrays, name):
+    case, path, data = arrays[name]
     meta = parse_array_meta(path)
-    files = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != "zarr.json"}
-    assert "c/1/1/0" not in files  # the unwritten tail: no shard file at all
-    got = ShardedArrayReader(meta).read([(0, 7), (0, 33), (0, 2)])
-    np.testing.assert_array_equal(got, data)
-    assert (got[6] == 1.5).all()
+    assert meta.checksum and ShardedArrayReader(meta).missing_chunks() == []
+
+
+def test_missing_shards_and_empty_chunks_are_errors_never_fill(tmp_path):
+    path = tmp_path / "holes"
+    arr = zarr.create_array(str(path), shape=(7, 33, 2), chunks=(3, 8, 2), shards=(6, 16, 2), dtype="float64",
+                            compressors=[Crc32cCodec()], fill_value=1.5)  # zarr's default: fill chunks unstored
+    arr[:5] = 2.0
+    arr[0:3, 0:8] = 1.5  # one inner chunk equal to the fill value: an empty index entry
+    meta = parse_array_meta(path)
+    fast = ShardedArrayReader(meta)
+    missing = fast.missing_chunks()
+    assert any("chunk (0, 0, 0) (file c/0/0/0): the shard index marks it empty" in m for m in missing)
+    assert any("chunk (2, 0, 0) (file c/1/0/0): its file c/1/0/0 is missing" in m for m in missing)
+    with pytest.raises(StoreError, match=r"chunk \(0, 0, 0\).*marks it empty.*svrt-data verify"):
+        fast.read([(0, 1), (0, 1), (0, 1)])
+    with pytest.raises(StoreError, match=r"chunk \(2, 1, 0\).*is missing.*svrt-data verify"):
+        fast.read([(6, 7), (10, 11), (0, 2)])
+    with pytest.raises(StoreError, match="marks it empty"):
+        ZarrArrayReader(meta).read([(3, 4), (0, 1), (0, 1)])  # zarr alone would return 1.5 here
+    np.testing.assert_array_equal(fast.read([(3, 5), (8, 33), (0, 2)]), 2.0)  # intact chunks still read
+
+
+def _flip_chunk_byte(array_dir, meta, coords):
+    """Flip one byte in the middle of chunk ``coords``'s stored bytes (found through the shard index)."""
+    per = meta.chunks_per_file
+    shard = array_dir / meta.file_of(coords)
+    raw = bytearray(shard.read_bytes())
+    n = int(np.prod(per))
+    index = np.frombuffer(bytes(raw[-(16 * n + 4) : -4]), "<u8").reshape(n, 2)
+    row = int(np.ravel_multi_index(tuple(c % p for c, p in zip(coords, per, strict=True)), per))
+    offset, nbytes = (int(v) for v in index[row])
+    raw[offset + nbytes // 2] ^= 0x10
+    shard.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("name", ["rgb", "voxels", "spikes", "linear"])
+def test_checksums_catch_a_flipped_byte_in_both_readers(arrays, tmp_path, name):
+    import shutil
+
+    case, path, data = arrays[name]
+    bad = tmp_path / name
+    shutil.copytree(path, bad)
+    coords = tuple(max(0, g - 2) for g in parse_array_meta(bad).chunk_grid)  # random data, no edge padding
+    _flip_chunk_byte(bad, parse_array_meta(bad), coords)
+    meta = parse_array_meta(bad)
+    box = [(0, n) for n in case[1]]
+    pattern = rf"chunk \({', '.join(map(str, coords))}\).*checksum mismatch.*svrt-data verify"
+    with pytest.raises(StoreError, match=pattern):
+        ShardedArrayReader(meta).read(box)
+    with pytest.raises(StoreError, match=pattern):
+        ZarrArrayReader(meta).read(box)
+    # off (only to measure the check's cost), the same damage is no longer caught by a checksum
+    try:
+        got = ShardedArrayReader(meta, verify_checksums=False).read(box)
+    except StoreError as exc:
+        assert "checksum" not in str(exc)
+    else:
+        assert not np.array_equal(got, data)
 
 
 def _write_meta(path, edit):
@@ -144,7 +200,7 @@ def test_unsupported_layouts_are_refused(tmp_path):
     zarr.create_array(str(path), shape=(4, 4), chunks=(2, 2), shards=(4, 4), dtype="uint8",
                       compressors=[ZstdCodec(level=1)])
     _write_meta(path, lambda m: m["codecs"][0]["configuration"]["codecs"][1].update(name="gzip"))
-    with pytest.raises(StoreLayoutError, match=r"codec chain \['bytes', 'gzip'\] is not supported.*reader='zarr'"):
+    with pytest.raises(StoreLayoutError, match=r"codec chain \['bytes', 'gzip'\] is not supported.*Rebuild the store"):
         parse_array_meta(path)
     with pytest.raises(StoreLayoutError, match="no readable zarr.json"):
         parse_array_meta(tmp_path / "absent")
@@ -169,7 +225,7 @@ def test_damaged_shards_raise(tmp_path):
     raw[-5] ^= 0xFF
     raw[0:4] = b"\0\0\0\0"  # the first chunk's zstd magic
     shard.write_bytes(bytes(raw))
-    with pytest.raises(StoreError, match=r"chunk \(0, 0\) cannot be decoded.*damaged"):
+    with pytest.raises(StoreError, match=r"chunk \(0, 0\) \(file c/0/0\): cannot be decoded.*damaged"):
         ShardedArrayReader(parse_array_meta(path)).read([(0, 1), (0, 1)])
     with pytest.raises(StoreError, match="outside the array"):
         ShardedArrayReader(parse_array_meta(path)).read([(0, 5), (0, 1)])
@@ -196,7 +252,7 @@ def test_readers_pickle_without_open_files_and_work_under_fork_forkserver_spawn(
     fast.read(box)  # opens files in this process
     assert fast._files
     state = fast.__getstate__()
-    assert set(state) == {"meta", "cache"}
+    assert set(state) == {"meta", "cache", "verify_checksums"}
     payload = pickle.dumps((fast, box))
     for method in ("fork", "forkserver", "spawn"):
         with multiprocessing.get_context(method).Pool(1) as pool:

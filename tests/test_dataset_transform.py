@@ -7,10 +7,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from svrt_data.dataset import ClipKey, SpikeDeblurDataset, collate_clips, move_batch  # noqa: E402
-from svrt_data.spike_transform import SpikeTransform  # noqa: E402
-from svrt_data.store_stats import store_voxel_stats  # noqa: E402
-from svrt_data.transforms import VoxelStats, log1p, voxel_transform  # noqa: E402
+from svrt_data.loader.collate import collate_clips, move_batch  # noqa: E402
+from svrt_data.loader.dataset import SpikeDeblurDataset  # noqa: E402
+from svrt_data.loader.sampler import ClipKey  # noqa: E402
+from svrt_data.loader.spike_transform import SpikeTransform  # noqa: E402
+from svrt_data.loader.store_stats import store_voxel_stats  # noqa: E402
+from svrt_data.loader.transforms import VoxelStats, log1p, voxel_transform  # noqa: E402
 from svrt_data.voxelize import bin_frame_ranges, voxelize  # noqa: E402
 from svrt_errors import SvrtValueError  # noqa: E402
 from tests.test_dataset import BINS, build_coord_store  # noqa: E402

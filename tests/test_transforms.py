@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from svrt_data.transforms import VoxelStats, compose, log1p, normalize, to_float, voxel_transform
+from svrt_data.loader.transforms import VoxelStats, compose, log1p, normalize, to_float, voxel_transform
 from svrt_errors import SvrtValueError
 
 KINDS = [

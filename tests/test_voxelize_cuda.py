@@ -1,4 +1,5 @@
-"""The CUDA kernels' own paths: every load width, staged and direct stores, alignment, torch streams."""
+"""The CUDA kernels' own paths: every load width (direct stores below V=8, staged from V=8), alignment,
+torch streams."""
 
 from __future__ import annotations
 
@@ -13,9 +14,8 @@ pytestmark = pytest.mark.needs_cuda
 WINDOWS = np.array([[0.0, 40.0], [3.5, 17.25], [39.0, 40.0]])  # 3 windows x 7 bins: warps end mid-bin
 
 
-@pytest.mark.parametrize("staged", [True, False])
 @pytest.mark.parametrize("h, wb, v", [(3, 5, 1), (2, 3, 2), (4, 3, 4), (8, 3, 8), (16, 3, 16), (360, 80, 16)])
-def test_every_vector_width(h: int, wb: int, v: int, staged: bool) -> None:
+def test_every_vector_width(h: int, wb: int, v: int) -> None:
     import cupy as cp
 
     from kernels import voxelize_cupy
@@ -25,7 +25,7 @@ def test_every_vector_width(h: int, wb: int, v: int, staged: bool) -> None:
     frames = cp.asarray(packed)
     assert voxelize_cupy.vector_bytes(h * wb, frames.data.ptr) == v
     out = cp.full((3, 7, h, 8 * wb), 77, cp.uint8)  # poisoned: every byte must be written
-    voxelize_cupy.voxelize_count(frames, bin_frame_ranges(WINDOWS, 7, 40), out, staged=staged)
+    voxelize_cupy.voxelize_count(frames, bin_frame_ranges(WINDOWS, 7, 40), out)
     check(out.get(), expected_fn(packed, WINDOWS, 7, "count"), "count")
     lin = cp.full((3, 7, h, 8 * wb), np.nan, cp.float32)
     voxelize_cupy.voxelize_linear(frames, *linear_bin_weights(WINDOWS, 7, 40), lin)

@@ -6,11 +6,16 @@ the page cache), which is more than the decode itself. This module reads the sam
 - a sharded array (codec ``sharding_indexed``) keeps, per shard file, an index of ``(offset, nbytes)``
   ``uint64`` pairs, one per inner chunk in C order over the shard's chunk grid, followed (``index_location``
   ``end``; ``start`` is read too) by the index's crc32c, 4 bytes little endian; an empty chunk is
-  ``offset = nbytes = 2**64 - 1`` and reads as the fill value, and so does a missing shard file;
+  ``offset = nbytes = 2**64 - 1``;
 - an unsharded array keeps one file per chunk;
 - an inner chunk is ``bytes`` (C order, the stated endianness) optionally compressed by ``zstd`` or
-  ``blosc``; it is decoded with numcodecs into a buffer of the whole chunk (edge chunks included,
-  which zarr stores padded to the full chunk shape), then the part the request needs is copied out.
+  ``blosc``, optionally followed by its crc32c (4 bytes little endian), which is checked on every read
+  (:attr:`ShardedArrayReader.verify_checksums`); it is decoded with numcodecs into a buffer of the whole
+  chunk (edge chunks included, which zarr stores padded to the full chunk shape), then the part the
+  request needs is copied out.
+
+svrt writers store every chunk (layout v2), so an empty index entry or a missing file is damage: reads
+raise :class:`StoreError` naming the array, the chunk and ``svrt-data verify``, never fill values.
 
 :class:`ShardedArrayReader` does this; :class:`ZarrArrayReader` is the reference with the same
 interface through zarr itself (tests compare the two bit for bit). Both are picklable and hold no open
@@ -18,150 +23,56 @@ file before their first read: files open lazily in the process that reads (DataL
 fork, forkserver or spawn), and a reader used after a fork reopens its files. An optional
 :class:`ChunkCache` keeps decoded chunks, bounded in bytes, least recently used first out.
 
-Any other codec chain is refused by :func:`parse_array_meta` with the codec named, so a store written
-by another layout fails when a dataset is built, not in a worker.
+Any other codec chain is refused by :func:`~svrt_data.store.array_meta.parse_array_meta` with the codec
+named, so a store written by another layout fails when a dataset is built, not in a worker.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 
-from svrt_errors import StoreError, StoreLayoutError
+from svrt_data.store.array_meta import ArrayMeta, parse_array_meta
+from svrt_errors import StoreError
 
-__all__ = ["ArrayMeta", "ChunkCache", "ShardedArrayReader", "ZarrArrayReader", "parse_array_meta", "Selection"]
+__all__ = ["ArrayMeta", "ChunkCache", "ShardedArrayReader", "ZarrArrayReader", "parse_array_meta", "Selection",
+           "damaged"]
 
 Selection = Sequence[tuple[int, int]]  # per axis [start, stop)
 EMPTY = 2**64 - 1  # offset and nbytes of an empty inner chunk in a shard index
 MAX_OPEN_FILES = 64  # per reader; shard files beyond this are closed least recently used first
-_COMPRESSORS = ("zstd", "blosc")
+DAMAGE_HINT = "the store is damaged"  # verify cuts messages here (it *is* the command they point to)
 
 
-@dataclass(frozen=True)
-class ArrayMeta:
-    """What reading one Zarr v3 array needs, parsed from its ``zarr.json`` (plain data, picklable).
-
-    ``grid`` is the shape of one file's content (the shard, or the chunk when unsharded); ``chunks``
-    the decoded unit (the inner chunk when sharded; equal to ``grid`` otherwise).
-    """
-
-    path: str
-    shape: tuple[int, ...]
-    dtype: str  # numpy dtype string with byte order, e.g. "|u1", "<f2"
-    fill_value: float | int
-    grid: tuple[int, ...]
-    chunks: tuple[int, ...]
-    sharded: bool
-    index_at_end: bool
-    compressor: str | None  # "zstd", "blosc" or None
-    key_encoding: str  # "default" or "v2"
-    separator: str
-
-    @property
-    def chunks_per_file(self) -> tuple[int, ...]:
-        return tuple(g // c for g, c in zip(self.grid, self.chunks, strict=True))
-
-    @property
-    def chunk_nbytes(self) -> int:
-        return int(np.prod(self.chunks, dtype=np.int64)) * np.dtype(self.dtype).itemsize
-
-    def file_key(self, coords: Sequence[int]) -> str:
-        """The file of grid cell ``coords`` relative to the array folder (zarr's chunk key encoding)."""
-        if self.key_encoding == "default":
-            return self.separator.join(["c", *map(str, coords)]) if coords else "c"
-        return self.separator.join(map(str, coords)) if coords else "0"
+def damaged(meta: ArrayMeta, coords: Sequence[int] | None, what: str) -> StoreError:
+    """The error of a damaged chunk: the array, the chunk, its file, what is wrong, and the fix."""
+    where = f"chunk {tuple(coords)} (file {meta.file_of(coords)})" if coords is not None else "array"
+    store = _store_of(meta.path)
+    return StoreError(f"{meta.path}: {where}: {what}; {DAMAGE_HINT}: run `svrt-data verify {store}`, which lists "
+                      "every damaged chunk and the command that rebuilds them")
 
 
-def _unsupported(path: Path, what: str) -> StoreLayoutError:
-    return StoreLayoutError(
-        f"{path}: {what}; the fast reader reads 'bytes' + optional zstd/blosc chunks, sharded or not, as svrt "
-        "layout v1 writes them. Rebuild the store with `svrt-data voxelize --overwrite`, or read it with "
-        "reader='zarr' (slower)"
-    )
-
-
-def _parse_inner(path: Path, codecs: list[dict]) -> tuple[str, str | None]:
-    """``(byte order, compressor)`` of a ``[bytes, (zstd | blosc)?]`` chain."""
-    names = [c.get("name") for c in codecs]
-    if not names or names[0] != "bytes" or len(names) > 2 or (len(names) == 2 and names[1] not in _COMPRESSORS):
-        raise _unsupported(path, f"codec chain {names} is not supported")
-    endian = (codecs[0].get("configuration") or {}).get("endian", "little")
-    if endian not in ("little", "big"):
-        raise _unsupported(path, f"bytes codec endian {endian!r} is not supported")
-    return ("<" if endian == "little" else ">"), (names[1] if len(names) == 2 else None)
-
-
-def _fill_value(path: Path, value: Any, dtype: np.dtype) -> float | int:
-    specials = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
-    if isinstance(value, str) and value in specials and dtype.kind == "f":
-        return specials[value]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _unsupported(path, f"fill_value {value!r} is not supported")
-    return value
-
-
-def parse_array_meta(array_dir: str | os.PathLike) -> ArrayMeta:
-    """Read and check ``array_dir/zarr.json``; raise :class:`StoreLayoutError` for anything unsupported."""
-    path = Path(array_dir)
-    try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except OSError as exc:
-        raise StoreLayoutError(f"{path}: no readable zarr.json ({exc}); is this a Zarr v3 array?") from None
-    except ValueError as exc:
-        raise StoreLayoutError(f"{path}/zarr.json is not valid JSON ({exc})") from None
-    if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
-        raise _unsupported(path, f"zarr_format {meta.get('zarr_format')!r} / node_type {meta.get('node_type')!r} "
-                                 "is not a Zarr v3 array")
-    if meta.get("storage_transformers"):
-        raise _unsupported(path, "storage transformers are not supported")
-    grid = meta.get("chunk_grid", {})
-    if grid.get("name") != "regular":
-        raise _unsupported(path, f"chunk grid {grid.get('name')!r} is not supported")
-    shape = tuple(int(v) for v in meta["shape"])
-    outer = tuple(int(v) for v in grid["configuration"]["chunk_shape"])
-    try:
-        base = np.dtype(meta["data_type"])
-    except TypeError:
-        raise _unsupported(path, f"data type {meta['data_type']!r} is not supported") from None
-    enc = meta.get("chunk_key_encoding", {"name": "default"})
-    key_name = enc.get("name")
-    if key_name not in ("default", "v2"):
-        raise _unsupported(path, f"chunk key encoding {key_name!r} is not supported")
-    separator = (enc.get("configuration") or {}).get("separator", "/" if key_name == "default" else ".")
-    codecs = meta.get("codecs", [])
-    if len(codecs) == 1 and codecs[0].get("name") == "sharding_indexed":
-        conf = codecs[0]["configuration"]
-        inner = tuple(int(v) for v in conf["chunk_shape"])
-        if len(inner) != len(outer) or any(o % i for o, i in zip(outer, inner, strict=True)):
-            raise _unsupported(path, f"inner chunks {inner} do not divide the shard {outer}")
-        order, compressor = _parse_inner(path, conf["codecs"])
-        index_names = [c.get("name") for c in conf.get("index_codecs", [])]
-        if index_names != ["bytes", "crc32c"]:
-            raise _unsupported(path, f"shard index codecs {index_names} are not supported (expected bytes, crc32c)")
-        if (conf["index_codecs"][0].get("configuration") or {}).get("endian", "little") != "little":
-            raise _unsupported(path, "a big-endian shard index is not supported")
-        location = conf.get("index_location", "end")
-        if location not in ("start", "end"):
-            raise _unsupported(path, f"shard index location {location!r} is not supported")
-        sharded, index_at_end = True, location == "end"
-    else:
-        inner = outer
-        order, compressor = _parse_inner(path, codecs)
-        sharded, index_at_end = False, True
-    dtype = base.newbyteorder(order) if base.itemsize > 1 else base
-    return ArrayMeta(
-        path=str(path), shape=shape, dtype=dtype.str, fill_value=_fill_value(path, meta.get("fill_value"), base),
-        grid=outer, chunks=inner, sharded=sharded, index_at_end=index_at_end, compressor=compressor,
-        key_encoding=key_name, separator=separator,
-    )
+def _store_of(array_path: str) -> str:
+    """The store folder above an array (the nearest folder whose zarr.json carries svrt's root attribute)."""
+    p = os.path.dirname(array_path)
+    for _ in range(3):  # array <- sequence <- split <- store
+        parent = os.path.dirname(p)
+        if not parent or parent == p:
+            break
+        try:
+            with open(os.path.join(p, "zarr.json"), "rb") as fh:
+                if b'"svrt_layout"' in fh.read():
+                    return p
+        except OSError:
+            pass
+        p = parent
+    return "STORE"
 
 
 class ChunkCache:
@@ -244,10 +155,10 @@ def _decode(compressor: str | None, data: bytes, out: np.ndarray) -> None:
         size = int.from_bytes(data[4:8], "little") if len(data) >= 16 else None
         if size != out.nbytes:
             raise ValueError(f"the blosc frame holds {size} bytes where the chunk holds {out.nbytes}")
-        # One thread: chunks are small and DataLoader workers are the parallelism. In a main process
-        # numcodecs would start a thread per core (16-core GPU machine: 28 ms per voxel clip in-process,
-        # against 23 ms in a single-threaded worker, hand-off included). The flag is read per call, so it
-        # is set around this call only.
+        # One thread: chunks are small and DataLoader workers are the parallelism; in a main process
+        # numcodecs would start a thread per core, which costs more than it gains on chunks this size
+        # (benchmarks/RESULTS.md, Loader). The flag is process-wide and read per call, so it is set
+        # around this call only and restored.
         threads, blosc.use_threads = blosc.use_threads, False
         try:
             blosc.decompress(data, out)
@@ -263,25 +174,29 @@ class ShardedArrayReader:
     Args:
         meta: the array (from :func:`parse_array_meta`).
         cache: optional decoded-chunk cache (shared by the readers of one process).
+        verify_checksums: check each chunk's crc32c when the array has them (on by default; off only to
+            measure what the check costs, ``benchmarks/bench_loader.py``).
     """
 
-    def __init__(self, meta: ArrayMeta, cache: ChunkCache | None = None) -> None:
+    def __init__(self, meta: ArrayMeta, cache: ChunkCache | None = None, *, verify_checksums: bool = True) -> None:
         self.meta = meta
         self.cache = cache
+        self.verify_checksums = bool(verify_checksums)
         self._reset()
 
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._files: OrderedDict[str, int] = OrderedDict()  # path -> fd
-        self._indexes: dict[tuple[int, ...], list[list[int]] | None] = {}
+        self._indexes: dict[tuple[int, ...], list[list[int]]] = {}
         self._scratch: np.ndarray | None = None
         self._per = self.meta.chunks_per_file
 
     def __getstate__(self) -> dict:
-        return {"meta": self.meta, "cache": self.cache}
+        return {"meta": self.meta, "cache": self.cache, "verify_checksums": self.verify_checksums}
 
     def __setstate__(self, state: dict) -> None:
         self.meta, self.cache = state["meta"], state["cache"]
+        self.verify_checksums = state.get("verify_checksums", True)
         self._reset()
 
     def close(self) -> None:
@@ -298,7 +213,7 @@ class ShardedArrayReader:
             pass
 
     # -- files and shard indexes -----------------------------------------------------------
-    def _fd(self, key: str) -> int | None:
+    def _fd(self, key: str, coords: tuple[int, ...]) -> int:
         if self._pid != os.getpid():  # forked: the inherited descriptors belong to the parent's bookkeeping
             self._files.clear()
             self._pid = os.getpid()
@@ -309,45 +224,40 @@ class ShardedArrayReader:
         try:
             fd = os.open(os.path.join(self.meta.path, key), os.O_RDONLY)
         except FileNotFoundError:
-            return None
+            raise damaged(self.meta, coords, f"its file {key} is missing") from None
+        except OSError as exc:
+            raise damaged(self.meta, coords, f"its file {key} cannot be opened ({exc.strerror})") from None
         self._files[key] = fd
         if len(self._files) > MAX_OPEN_FILES:
             _, old = self._files.popitem(last=False)
             os.close(old)
         return fd
 
-    def _index(self, cell: tuple[int, ...]) -> list[list[int]] | None:
-        """The ``(offset, nbytes)`` rows of shard ``cell``, or None when its file does not exist."""
-        if cell in self._indexes:
-            return self._indexes[cell]
+    def _index(self, cell: tuple[int, ...], coords: tuple[int, ...]) -> list[list[int]]:
+        """The ``(offset, nbytes)`` rows of shard ``cell`` (``coords``: the chunk asked for, for errors)."""
+        index = self._indexes.get(cell)
+        if index is not None:
+            return index
         key = self.meta.file_key(cell)
-        fd = self._fd(key)
-        if fd is None:
-            self._indexes[cell] = None
-            return None
+        fd = self._fd(key, coords)
         n = int(np.prod(self.meta.chunks_per_file, dtype=np.int64))
         size = os.fstat(fd).st_size
         length = 16 * n + 4
         if size < length:
-            raise StoreError(f"{self.meta.path}/{key}: shard file of {size} bytes cannot hold its index of "
-                             f"{length} bytes; the store is damaged (run `svrt-data verify`)")
+            raise damaged(self.meta, coords, f"the shard file of {size} bytes cannot hold its index of {length} bytes")
         raw = os.pread(fd, length, size - length if self.meta.index_at_end else 0)
-        import google_crc32c
-
         if google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
-            raise StoreError(f"{self.meta.path}/{key}: shard index checksum mismatch; the store is damaged "
-                             "(run `svrt-data verify`)")
+            raise damaged(self.meta, coords, "shard index checksum mismatch")
         index = np.frombuffer(raw[:-4], "<u8").reshape(n, 2).tolist()  # Python ints: cheap to look up
         self._indexes[cell] = index
         return index
 
-    def _chunk_bytes(self, coords: tuple[int, ...]) -> bytes | None:
-        """The encoded bytes of chunk ``coords``, or None for an empty or missing chunk."""
+    def _chunk_bytes(self, coords: tuple[int, ...]) -> bytes:
+        """The stored bytes of chunk ``coords`` (checksum included); raises when absent or cut short."""
         m = self.meta
         if not m.sharded:
-            fd = self._fd(m.file_key(coords))
-            if fd is None:
-                return None
+            key = m.file_key(coords)
+            fd = self._fd(key, coords)
             return os.pread(fd, os.fstat(fd).st_size, 0)
         # the hot path of training reads (~100 chunks per clip): plain integer arithmetic, no numpy calls
         cell, row = [], 0
@@ -356,20 +266,30 @@ class ShardedArrayReader:
             cell.append(q)
             row = row * p + r
         cell_t = tuple(cell)
-        index = self._indexes[cell_t] if cell_t in self._indexes else self._index(cell_t)
-        if index is None:
-            return None
+        index = self._indexes.get(cell_t) or self._index(cell_t, coords)
         offset, nbytes = index[row]
         if offset == EMPTY and nbytes == EMPTY:
-            return None
-        data = os.pread(self._fd(m.file_key(cell_t)), nbytes, offset)
+            raise damaged(m, coords, "the shard index marks it empty, but svrt stores every chunk")
+        data = os.pread(self._fd(m.file_key(cell_t), coords), nbytes, offset)
         if len(data) != nbytes:
-            raise StoreError(f"{m.path}/{m.file_key(cell_t)}: chunk {coords} is cut short ({len(data)} of {nbytes} "
-                             "bytes); the store is damaged (run `svrt-data verify`)")
+            raise damaged(m, coords, f"cut short ({len(data)} of {nbytes} bytes)")
         return data
 
-    def chunk(self, coords: tuple[int, ...]) -> np.ndarray | None:
-        """Chunk ``coords`` decoded (the full chunk shape, also at the edges), or None if it holds only fill.
+    def _payload(self, coords: tuple[int, ...], data: bytes) -> bytes | np.ndarray:
+        """The chunk's encoded bytes without its checksum, after checking it."""
+        if not self.meta.checksum:
+            return data
+        if len(data) < 4:
+            raise damaged(self.meta, coords, f"{len(data)} bytes cannot hold its 4-byte checksum")
+        body = np.frombuffer(data, np.uint8)[:-4]  # a view: no copy of the chunk
+        if self.verify_checksums:
+            want, got = int.from_bytes(data[-4:], "little"), int(google_crc32c.value(body))
+            if want != got:
+                raise damaged(self.meta, coords, f"checksum mismatch (stored crc32c {want:08x}, computed {got:08x})")
+        return body
+
+    def chunk(self, coords: tuple[int, ...]) -> np.ndarray:
+        """Chunk ``coords`` decoded (the full chunk shape, also at the edges); raises when it is damaged.
 
         Without a cache the result is a scratch buffer that the next call overwrites.
         """
@@ -378,9 +298,7 @@ class ShardedArrayReader:
             hit = self.cache.get(key)
             if hit is not None:
                 return hit
-        data = self._chunk_bytes(coords)
-        if data is None:
-            return None
+        data = self._payload(coords, self._chunk_bytes(coords))
         m = self.meta
         if self.cache is not None:
             buf = np.empty(m.chunks, m.dtype)
@@ -391,11 +309,36 @@ class ShardedArrayReader:
         try:
             _decode(m.compressor, data, buf.reshape(-1).view(np.uint8))
         except Exception as exc:
-            raise StoreError(f"{m.path}: chunk {coords} cannot be decoded with {m.compressor} ({exc}); the store "
-                             "is damaged (run `svrt-data verify`)") from None
+            raise damaged(m, coords, f"cannot be decoded with {m.compressor} ({exc})") from None
         if self.cache is not None:
             self.cache.put(key, buf)
         return buf
+
+    def missing_chunks(self, limit: int | None = None) -> list[str]:
+        """Problems of the chunks that should exist but do not (missing shard files, empty index entries,
+        unreadable or mismatching shard indexes), without decoding anything: one ``pread`` per shard."""
+        m = self.meta
+        out: list[str] = []
+        for cell in np.ndindex(*(-(-g // p) for g, p in zip(m.chunk_grid, self._per, strict=True))):
+            first = tuple(c * p for c, p in zip(cell, self._per, strict=True))
+            try:
+                if not m.sharded:
+                    self._fd(m.file_key(cell), first)
+                    continue
+                index = self._index(cell, first)
+            except StoreError as exc:
+                out.append(str(exc))
+            else:
+                for i, (offset, nbytes) in enumerate(index):
+                    local = np.unravel_index(i, self._per)
+                    coords = tuple(int(f + c) for f, c in zip(first, local, strict=True))
+                    inside = all(c < g for c, g in zip(coords, m.chunk_grid, strict=True))
+                    if inside and offset == EMPTY and nbytes == EMPTY:
+                        out.append(str(damaged(m, coords, "the shard index marks it empty, but svrt stores "
+                                                          "every chunk")))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
 
     # -- reads -----------------------------------------------------------------------------
     def read_into(self, box: Selection, out: np.ndarray) -> np.ndarray:
@@ -419,11 +362,7 @@ class ShardedArrayReader:
                 lo, hi = max(a, k * c), min(b, (k + 1) * c)
                 src.append(slice(lo - k * c, hi - k * c))
                 dst.append(slice(lo - a, hi - a))
-            chunk = self.chunk(coords)
-            if chunk is None:
-                out[tuple(dst)] = m.fill_value
-            else:
-                out[tuple(dst)] = chunk[tuple(src)]
+            out[tuple(dst)] = self.chunk(coords)[tuple(src)]
         return out
 
     def read(self, box: Selection) -> np.ndarray:
@@ -431,9 +370,28 @@ class ShardedArrayReader:
         box = _check_box(self.meta.path, self.meta.shape, box)
         return self.read_into(box, np.empty(tuple(b - a for a, b in box), self.meta.dtype))
 
+    def first_damage(self, box: Selection) -> StoreError | None:
+        """The error of the first damaged chunk inside ``box`` (or None): the slow path that names the chunk
+        when a read through zarr failed."""
+        box = _check_box(self.meta.path, self.meta.shape, box)
+        if any(a == b for a, b in box):
+            return None
+        spans = [range(a // c, (b - 1) // c + 1) for (a, b), c in zip(box, self.meta.chunks, strict=True)]
+        for coords in itertools.product(*spans):
+            try:
+                self.chunk(coords)
+            except StoreError as exc:
+                return exc
+        return None
+
 
 class ZarrArrayReader:
-    """The reference: the same interface as :class:`ShardedArrayReader`, reading through zarr-python."""
+    """The reference: the same interface as :class:`ShardedArrayReader`, reading through zarr-python.
+
+    zarr checks the chunk checksums itself but reads a missing chunk as fill values, so the array's
+    chunks are proven present (shard indexes) before its first read, and a failing read is reported
+    with the damaged chunk named.
+    """
 
     def __init__(self, meta: ArrayMeta) -> None:
         self.meta = meta
@@ -450,6 +408,10 @@ class ZarrArrayReader:
         if self._array is None or self._pid != os.getpid():
             import zarr
 
+            self._fast = ShardedArrayReader(parse_array_meta(self.meta.path))
+            missing = self._fast.missing_chunks(limit=1)
+            if missing:
+                raise StoreError(missing[0])
             self._array = zarr.open_array(self.meta.path, mode="r")
             self._pid = os.getpid()
         return self._array
@@ -457,14 +419,22 @@ class ZarrArrayReader:
     def close(self) -> None:
         self._array = None
 
+    def _get(self, box: tuple[tuple[int, int], ...]) -> np.ndarray:
+        array = self._open()
+        try:
+            return array[tuple(slice(a, b) for a, b in box)]
+        except Exception as exc:
+            found = self._fast.first_damage(box)
+            if found is None:
+                raise
+            raise found from exc
+
     def read_into(self, box: Selection, out: np.ndarray) -> np.ndarray:
-        box = _check_box(self.meta.path, self.meta.shape, box)
-        out[...] = self._open()[tuple(slice(a, b) for a, b in box)]
+        out[...] = self._get(_check_box(self.meta.path, self.meta.shape, box))
         return out
 
     def read(self, box: Selection) -> np.ndarray:
-        box = _check_box(self.meta.path, self.meta.shape, box)
-        return np.ascontiguousarray(self._open()[tuple(slice(a, b) for a, b in box)])
+        return np.ascontiguousarray(self._get(_check_box(self.meta.path, self.meta.shape, box)))
 
 
 def _check_box(path: str, shape: tuple[int, ...], box: Selection) -> tuple[tuple[int, int], ...]:

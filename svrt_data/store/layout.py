@@ -1,7 +1,9 @@
-"""The Zarr store layout, version 1: names, dimensions, dtypes, chunks, shards and codecs.
+"""The Zarr store layout, version 2: names, dimensions, dtypes, chunks, shards and codecs.
 
-This module is the only place that knows how a store is laid out; writers and readers ask it.
-(Modelled on ome-zarr's ``format.py``: one declaration, a version, readers that check it.)
+This module is the only place that knows how a store is laid out; writers, readers, the verifier and
+the job planner ask it. :func:`sequence_arrays` gives every array of a sequence (shape, dtype, chunks,
+shards, dimension names) from the sequence's sizes (:class:`SequenceGeometry`). (Modelled on ome-zarr's
+``format.py``: one declaration, a version, readers that check it.)
 
 ::
 
@@ -12,6 +14,7 @@ This module is the only place that knows how a store is laid out; writers and re
         sharp    uint8   (N, H, W, 3)      optional (absent for real captures)
         spikes   uint8   (S, Hs, Ws/8)     dims spike_frame, spike_y, spike_x_byte: upright packed rows,
                                            bit order little, the frames the windows need, concatenated
+                                           (Ws must be a multiple of 8: rows are whole bytes)
         windows  float64 (N, 2)            dims frame, bound: [t0, t1) in `spikes` frame units
         voxels   uint8   (N, K, Hs, Ws)    dims frame, bin, spike_y, spike_x (float16 for mode 'linear')
 
@@ -28,12 +31,20 @@ written with 128 px voxel tiles stay valid). Shards group
 the whole image into one file, keeping the file count of a large dataset small. Every shard belongs
 to one sequence, so writers of different sequences never touch the same file. The numbers behind
 these choices are in ``docs/store.md`` (``benchmarks/bench_store_layout.py`` reproduces them).
+
+Version 2 (this one) adds integrity: every chunk of every array ends in its crc32c (the ``crc32c``
+codec after the compressor; shard indexes carry their own), and writers store every chunk, all-fill
+ones included (``write_empty_chunks``), so a chunk absent from its shard index, or a missing shard
+file, is damage and never reads as fill values. Version 1 stores (no chunk checksums) are refused
+with the command that rebuilds them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Integral
+from typing import Any
 
 from svrt_errors import StoreLayoutError
 
@@ -44,14 +55,22 @@ __all__ = [
     "COMPLETE_ATTR",
     "ArraySpec",
     "ARRAYS",
+    "ArrayLayout",
+    "SequenceGeometry",
     "array_spec",
+    "sequence_arrays",
     "chunking",
     "compressors",
+    "codec_names",
+    "WRITE_CONFIG",
     "check_layout_version",
     "voxel_dtype",
 ]
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+# zarr's per-array runtime config for writers: store chunks that hold only the fill value too, so that
+# a missing chunk always means damage (readers rely on it).
+WRITE_CONFIG = {"write_empty_chunks": True}
 ROOT_ATTR = "svrt_layout"
 SEQUENCE_ATTR = "svrt_sequence"
 COMPLETE_ATTR = "svrt_complete"
@@ -136,26 +155,119 @@ def chunking(name: str, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[
     return chunks, shards
 
 
+@dataclass(frozen=True)
+class SequenceGeometry:
+    """The sizes of one stored sequence: all :func:`sequence_arrays` needs to lay out its arrays."""
+
+    frames: int  # N blurry (and sharp) frames
+    rgb_shape: tuple[int, int]  # H, W
+    spike_shape: tuple[int, int]  # Hs, Ws (Ws a multiple of 8)
+    spike_frames: int  # S stored spike frames
+    bins: int  # K voxel bins
+    voxel_mode: str = "count"  # "count" (uint8 voxels) or "linear" (float16)
+    has_sharp: bool = True
+
+
+@dataclass(frozen=True)
+class ArrayLayout:
+    """One array of a sequence as this layout stores it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None  # None: unsharded
+    dims: tuple[str, ...]
+    description: str
+
+    @property
+    def write_block(self) -> tuple[int, ...]:
+        """The unit one writer owns: a shard, or a chunk when unsharded."""
+        return self.shards or self.chunks
+
+    def compressors(self) -> list:
+        return compressors(self.name, self.dtype)
+
+    def create_in(self, group: Any, *, attributes: dict[str, Any] | None = None) -> Any:
+        """Create this array in the zarr ``group`` as this layout writes it: its chunks, shards, codecs
+        (crc32c last), dimension names, fill value 0, and every chunk stored (:data:`WRITE_CONFIG`).
+        ``attributes`` default to the array's description."""
+        return group.create_array(
+            self.name, shape=self.shape, dtype=self.dtype, chunks=self.chunks, shards=self.shards,
+            compressors=self.compressors(), dimension_names=self.dims, fill_value=0,
+            attributes={"description": self.description} if attributes is None else attributes, config=WRITE_CONFIG,
+        )
+
+
+def sequence_arrays(geometry: SequenceGeometry) -> dict[str, ArrayLayout]:
+    """Every array of a sequence with ``geometry``, by name (``sharp`` only when ``has_sharp``).
+
+    Raises:
+        StoreLayoutError: a size that is not a whole number >= 0 (>= 1 for sizes and bins), an unknown
+            voxel mode, or a spike width that is not a multiple of 8 (packed rows are whole bytes; the
+            ``.dat`` readers refuse to pack other widths, so the writer could not fill such an array).
+    """
+    g = geometry
+    (h, w), (hs, ws) = g.rgb_shape, g.spike_shape
+    counts = {"frames": g.frames, "spike_frames": g.spike_frames}
+    sizes = {"RGB height": h, "RGB width": w, "spike height": hs, "spike width": ws, "bins": g.bins}
+    for what, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, Integral) or v < 0:
+            raise StoreLayoutError(f"sequence geometry: {what} must be an integer >= 0, got {v!r}")
+    for what, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
+            raise StoreLayoutError(f"sequence geometry: {what} must be an integer >= 1, got {v!r}")
+    if ws % 8:
+        raise StoreLayoutError(
+            f"sequence geometry: spike width {ws} is not a multiple of 8; layout v{LAYOUT_VERSION} stores spikes "
+            f"as packed rows of whole bytes (Ws/8 per row) and cannot hold {ws}-pixel rows; use a spike geometry "
+            "whose width is a multiple of 8"
+        )
+    shapes = {
+        "blur": ((g.frames, h, w, 3), "uint8"),
+        "sharp": ((g.frames, h, w, 3), "uint8"),
+        "spikes": ((g.spike_frames, hs, ws // 8), "uint8"),
+        "windows": ((g.frames, 2), "float64"),
+        "voxels": ((g.frames, g.bins, hs, ws), voxel_dtype(g.voxel_mode)),
+    }
+    out = {}
+    for spec in ARRAYS:
+        if spec.name == "sharp" and not g.has_sharp:
+            continue
+        shape, dtype = shapes[spec.name]
+        chunks, shards = chunking(spec.name, shape)
+        out[spec.name] = ArrayLayout(spec.name, shape, dtype, chunks, shards, spec.dims, spec.description)
+    return out
+
+
 def compressors(name: str, dtype: str) -> list:
-    """Codecs by array (measured in docs/store.md). Voxel counts are small integers that bit-shuffle +
-    lz4 compresses ~6x and decodes at ~1.7 GB/s per core (bit-shuffle + zstd: 6.7x, 0.85 GB/s). RGB
-    photographs gain only 1.1-1.3x from any codec, so they take Blosc lz4 (7.8 GB/s decode) rather than
-    zstd (1.0 GB/s): RGB is most of what training reads. Spike bits gain ~1.5x from zstd-1, kept because
-    spikes are the largest input and raw-bit training reads them rarely."""
-    from zarr.codecs import BloscCodec, ZstdCodec
+    """Bytes-to-bytes codecs by array: the compressor, then crc32c, so every chunk carries the checksum
+    of its stored bytes. Compressors are chosen on the measurements in ``docs/store.md``
+    (``benchmarks/bench_store_layout.py``): voxel counts (small integers) take Blosc lz4 with bit-shuffle,
+    float16 voxels byte-shuffle; RGB photographs, which no codec shrinks much and which are most of what
+    training reads, take Blosc lz4 for its decode speed; spike bits take zstd-1, the better ratio, as they
+    are the largest input and raw-bit training reads them rarely."""
+    from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
     if name == "voxels" and dtype == "uint8":
-        return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
+        chain = [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
     elif name == "voxels":
-        return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
+        chain = [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
     elif name in ("blur", "sharp"):
-        return [BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")]
+        chain = [BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")]
     elif name == "spikes":
-        return [ZstdCodec(level=1)]
+        chain = [ZstdCodec(level=1)]
     elif name == "windows":
-        return []
+        chain = []
     else:
         raise StoreLayoutError(f"layout v{LAYOUT_VERSION} has no array {name!r}")
+    return [*chain, Crc32cCodec()]
+
+
+def codec_names(name: str, dtype: str) -> tuple[str | None, bool]:
+    """``(compressor, checksummed)`` as a reader sees the chunk codec chain of array ``name``."""
+    names = [c.to_dict()["name"] for c in compressors(name, dtype)]
+    return (names[0] if names[0] != "crc32c" else None), names[-1] == "crc32c"
 
 
 def check_layout_version(attrs: dict, where: str) -> int:
@@ -166,9 +278,11 @@ def check_layout_version(attrs: dict, where: str) -> int:
                                "create one with `svrt-data voxelize`")
     version = meta["version"]
     if version != LAYOUT_VERSION:
+        why = " (version 1 stores carry no chunk checksums)" if version == 1 else ""
         raise StoreLayoutError(
-            f"{where} has svrt store layout version {version}; this svrt reads version {LAYOUT_VERSION}. "
-            "Rebuild the store with this version's `svrt-data voxelize --overwrite`, or use the svrt "
-            f"release that wrote it ({meta.get('tool_version', 'unknown')})"
+            f"{where} has svrt store layout version {version}; this svrt reads version {LAYOUT_VERSION}{why}. "
+            f"Rebuild it from the raw data with `svrt-data voxelize RAW --out {where} --overwrite` (the old "
+            f"sequences stay until their replacements are complete), or use the svrt release that wrote it "
+            f"({meta.get('tool_version', 'unknown')})"
         )
     return version

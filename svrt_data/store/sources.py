@@ -93,13 +93,21 @@ def _images(folder: Path) -> list[Path]:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
+    """The image's size, after reading all of it: a file cut short (a valid header and a truncated body)
+    fails here, before anything is written. PNGs are checked by their chunk CRCs (no decoding), other
+    formats are decoded."""
     try:
         with Image.open(path) as im:
             w, h = im.size
             if im.mode not in ("RGB", "RGBA", "L", "P"):
                 raise SvrtValueError(f"{path}: image mode {im.mode} is not 8-bit RGB/gray; convert it to 8-bit RGB")
-    except OSError as exc:
-        raise SvrtValueError(f"{path}: cannot read this image ({exc})") from None
+            if im.format == "PNG":
+                im.verify()
+            else:
+                im.load()
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports damage as any of these
+        raise SvrtValueError(f"{path}: cannot read this image ({exc or type(exc).__name__}); the file is truncated "
+                             "or damaged: replace it") from None
     return h, w
 
 

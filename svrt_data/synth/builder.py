@@ -32,7 +32,16 @@ from tqdm.auto import tqdm
 from svrt_data.geometry import DEFAULT_RATE_HZ, Geometry
 from svrt_data.spike_io import write_dat
 from svrt_data.synth.camera import true_flow, view_for
-from svrt_data.synth.files import MANIFEST, STAGING, prepare_output, write_json, write_npy, write_png
+from svrt_data.synth.files import (
+    MANIFEST,
+    REPLACEMENT,
+    STAGING,
+    prepare_output,
+    swap_dataset,
+    write_json,
+    write_npy,
+    write_png,
+)
 from svrt_data.synth.photos import Photo, load_photos, make_canvases, photo_source
 from svrt_data.synth.simulator import IntegrateAndFire
 from svrt_data.synth.trajectory import random_trajectory
@@ -204,7 +213,8 @@ def synthesize(
         threshold, noise_std, dark_rate: the sensor (:class:`~svrt_data.synth.simulator.IntegrateAndFire`).
         motion: scales the camera motion (0: static scenes, blur equals sharp).
         images: folder of photographs to use instead of scikit-image's.
-        overwrite: replace a synthetic dataset already in ``out_dir``.
+        overwrite: replace a synthetic dataset already in ``out_dir`` (built beside it, swapped in when
+            complete; other files in ``out_dir`` are kept).
         progress: show a progress bar (per blurry frame).
 
     Raises:
@@ -219,7 +229,10 @@ def synthesize(
     cfg.validate()
     photos = load_photos(images)
     start = time.perf_counter()
-    out = prepare_output(out_dir, overwrite=overwrite)
+    out, replacing = prepare_output(out_dir, overwrite=overwrite)
+    final_out, out = out, (out / REPLACEMENT if replacing else out)  # a replacement is built beside the old one
+    if replacing:
+        out.mkdir()
     plan = [("train", k) for k in range(cfg.sequences)]
     plan += [("test", cfg.sequences + k) for k in range(cfg.test_sequences)]
     manifest = {
@@ -259,6 +272,9 @@ def synthesize(
     align_path = write_align_log(log, out / "align.csv")
     manifest["complete"] = True
     write_json(out / MANIFEST, manifest)
+    if replacing:
+        swap_dataset(out, final_out)
+        out, align_path = final_out, final_out / "align.csv"
     n_spike_frames = len(plan) * cfg.frames * cfg.spike_frames_per_blur
     hs, ws = cfg.spike_size
     return SynthResult(

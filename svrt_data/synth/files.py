@@ -5,6 +5,10 @@ Every file is written to a hidden temporary name beside its destination and rena
 (``OUT/.partial/<split>/<sequence>``, out of reach of the raw-dataset scanners) and moved to
 ``OUT/<split>/<sequence>`` only when complete. ``synth.json`` says ``"complete": false`` until the
 align log has been written. PNG encoding stores no timestamp, so the bytes depend only on the pixels.
+
+Replacing a dataset (``overwrite``) never deletes first: the new dataset is built whole in
+``OUT/.synth.svrt-new`` and its entries are then swapped with the old ones (atomic exchanges where the
+file system offers them, ``synth.json`` last), after which the old entries are deleted.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from svrt_data.store.owned import exchange
 from svrt_errors import SvrtValueError
 
-__all__ = ["MANIFEST", "STAGING", "OWNED", "prepare_output", "write_bytes", "write_json", "write_npy", "write_png"]
+__all__ = ["MANIFEST", "STAGING", "REPLACEMENT", "OWNED", "prepare_output", "swap_dataset", "write_bytes",
+           "write_json", "write_npy", "write_png"]
 
 MANIFEST = "synth.json"
 STAGING = ".partial"
-# What a synthetic dataset consists of at its top level: all that overwrite=True removes.
-OWNED = ("train", "test", "align.csv", MANIFEST, STAGING)
+REPLACEMENT = ".synth.svrt-new"  # where overwrite=True builds the new dataset
+# What a synthetic dataset consists of at its top level: all that overwrite=True replaces (manifest last).
+OWNED = ("train", "test", "align.csv", MANIFEST)
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
@@ -61,12 +68,12 @@ def write_json(path: Path, obj: Any) -> Path:
     return write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
-def prepare_output(out_dir: str | os.PathLike, *, overwrite: bool) -> Path:
-    """Make ``out_dir`` ready for a new dataset; refuse to touch anything svrt did not write.
+def prepare_output(out_dir: str | os.PathLike, *, overwrite: bool) -> tuple[Path, bool]:
+    """Make ``out_dir`` ready for a new dataset; return it and whether an existing dataset will be replaced.
 
-    An absent or empty folder is used as is. A non-empty one is refused unless ``overwrite`` is set
-    and it holds a previous synthetic dataset (its ``synth.json``); then only the dataset's own
-    entries (``OWNED``) are removed and anything else (a preview PNG, notes) is kept.
+    An absent or empty folder is used as is. A non-empty one is refused unless ``overwrite`` is set and it
+    holds a previous synthetic dataset (its ``synth.json``); nothing is deleted here (the replacement is
+    built beside, see :func:`swap_dataset`), except leftovers of killed runs under svrt's own names.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -74,7 +81,7 @@ def prepare_output(out_dir: str | os.PathLike, *, overwrite: bool) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     entries = sorted(p.name for p in out.iterdir())
     if not entries:
-        return out
+        return out, False
     if not overwrite:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
         raise SvrtValueError(
@@ -86,10 +93,23 @@ def prepare_output(out_dir: str | os.PathLike, *, overwrite: bool) -> Path:
             f"{out}: not empty and holds no {MANIFEST}, so it is not a synthetic dataset svrt wrote; refusing to "
             "delete files svrt did not write. Choose another folder or empty this one yourself"
         )
+    for name in (STAGING, REPLACEMENT):  # our own leftovers
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    return out, True
+
+
+def swap_dataset(new: Path, out: Path) -> None:
+    """Swap the complete dataset in ``new`` (``OUT/.synth.svrt-new``) into ``out``, entry by entry, then delete
+    ``new`` (which then holds the old entries). Entries of the old dataset that the new one lacks go too."""
     for name in OWNED:
-        p = out / name
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-    return out
+        src, dst = new / name, out / name
+        if src.exists():
+            if dst.exists() and not exchange(src, dst):
+                os.rename(dst, new / f".old-{name}")
+                os.rename(src, dst)
+            elif not dst.exists():
+                os.rename(src, dst)
+        elif dst.exists():
+            os.rename(dst, new / f".old-{name}")
+    shutil.rmtree(new)

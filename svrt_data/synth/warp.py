@@ -68,8 +68,8 @@ def _sample_planes(planes: np.ndarray, x: np.ndarray, y: np.ndarray, border: str
         c0, r0 = _border_index(c0, w, border), _border_index(r0, h, border) * w
         i00, i01, i10, i11 = r0 + c0, r0 + c1, r1 + c0, r1 + c1
     out = np.empty((*fu.shape, flat.shape[0]), np.float32)
-    # One channel at a time on flat planes: 1-D np.take and same-shape in-place arithmetic are several
-    # times faster than gathering RGB rows and broadcasting the weights over channels.
+    # One channel at a time on flat planes: 1-D np.take and same-shape in-place arithmetic need no
+    # temporaries broadcast over channels (gathering RGB rows and broadcasting the weights does).
     for ch, plane in enumerate(flat):
         a, top = np.take(plane, i00), np.take(plane, i01)
         top -= a

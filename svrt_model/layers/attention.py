@@ -25,10 +25,10 @@ ATTENTION_IMPLS = ("fused", "plain")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _HEAD_DIM_ALIGN = 8
 # cuDNN's fused attention, which SDPA prefers for unmasked bf16/fp16 inputs, hits an illegal memory
-# access on VRT's mutual-attention windows with small heads (tiny config: 64 tokens, head dim 8; seen on
-# an H100 with torch 2.11): keep SDPA on the flash, memory-efficient and math kernels. For short
-# windows the memory-efficient kernel is the faster one (H100, bf16, fwd+bwd, 3456x6 windows of 64
-# tokens, head dim 24: 1.20 ms against flash's 2.15 ms; at 128 tokens flash wins, 1.46 against 1.70).
+# access on VRT's mutual-attention windows with small heads (tiny config: 64 tokens, head dim 8; torch
+# 2.11, benchmarks/RESULTS.md "After the cuDNN-attention fix"): keep SDPA on the flash,
+# memory-efficient and math kernels. Windows of up to _SHORT_WINDOW tokens try the memory-efficient
+# kernel first, longer ones flash: the faster order for each (SDPA timings: benchmarks/RESULTS.md).
 _SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 _SDPA_BACKENDS_SHORT = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 _SHORT_WINDOW = 64

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_data.store.reader import SvrtStore
 from svrt_errors import StoreLayoutError, SvrtValueError
 from svrt_model.metrics import psnr, ssim
@@ -156,6 +156,7 @@ def evaluate_split(
     device: torch.device | str | None = None,
     precision: str = "fp32",
     batch_size: int = 1,
+    clip_len: int | None = None,
     sequences: Iterable[str] | None = None,
     rules: InputRules | None = None,
     num_workers: int = 0,
@@ -176,7 +177,7 @@ def evaluate_split(
                                "`svrt-model infer`")
     scores = {}
     for seq in restore_split(model, store, split, tile=tile, transform=transform, device=device, precision=precision,
-                             batch_size=batch_size, sequences=names, sharp=True, rules=rules,
+                             batch_size=batch_size, clip_len=clip_len, sequences=names, sharp=True, rules=rules,
                              num_workers=num_workers, progress=progress):
         scores[seq.name] = score_sequence(seq, device=model_device(model, device))
     return EvalReport(scores)

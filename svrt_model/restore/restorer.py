@@ -2,18 +2,22 @@
 
 :func:`restore_clip` runs a model over the spatial patches of a clip (each an independent forward with
 its own flows, batched) and blends them; :func:`restore_sequences` feeds it the temporal clips of every
-sequence (read by :class:`svrt_data.dataset.SpikeDeblurDataset` in evaluation mode, whose clip starts
+sequence (read by :class:`svrt_data.loader.dataset.SpikeDeblurDataset` in evaluation mode, whose clip starts
 are exactly the protocol's) and puts each sequence back together in frame order with
-:class:`svrt_data.dataset.SequenceAssembler`, which averages frames held by several clips.
+:class:`svrt_data.loader.assemble.SequenceAssembler`, which averages frames held by several clips.
 :func:`restore_split` does this for a store's split. Outputs are rounded to uint8 frames
 (:func:`svrt_model.metrics.to_uint8`), what PNGs hold and what metrics measure.
 
 A model here is any callable ``model(rgb, spikes) -> (B, T, 3, H, W)`` with ``rgb`` ``(B, T, 3, H, W)`` in
-``[0, 1]`` and ``spikes`` ``(B, T, K, Hs, Ws)`` (None for RGB-only input), e.g. ``VRTSpike``.
+``[0, 1]`` and ``spikes`` voxels ``(B, T, K, Hs, Ws)``, packed bits as
+:class:`~svrt_model.spike.inputs.RawSpikes` (what ``SpikeTransform(raw_output="bits")`` leaves in a batch;
+tiles are cut from the unpacked bits and packed again, :mod:`svrt_model.restore.packed`), or None for
+RGB-only input; e.g. ``VRTSpike``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -24,20 +28,26 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from svrt_data.clip_geometry import AxisScale
-from svrt_data.dataset import SequenceAssembler, SpikeDeblurDataset, make_loader, move_batch
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader import SequenceAssembler, SpikeDeblurDataset, make_loader, move_batch
+from svrt_data.loader.clip_geometry import AxisScale
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_data.store.layout import SEQUENCE_ATTR
 from svrt_data.store.reader import SvrtStore
 from svrt_errors import StoreError, SvrtValueError
+from svrt_model.errors import ModelInputError
 from svrt_model.metrics import to_uint8
 from svrt_model.precision import precision_context
-from svrt_model.restore.tiling import InputRules, Tile, axis_plan, mirror_index
+from svrt_model.restore.packed import pack_bits, unpack_bits
+from svrt_model.restore.tiling import InputRules, Tile, axis_plan, mirror_index, with_clip_len
+from svrt_model.spike.inputs import RawSpikes
 from svrt_model.vrt import VRT
 
 __all__ = [
     "RestoreModel",
     "RestoredSequence",
+    "clip_length",
+    "counted",
+    "evaluating",
     "input_rules",
     "model_device",
     "restore_clip",
@@ -45,8 +55,8 @@ __all__ = [
     "restore_split",
 ]
 
-RestoreModel = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-"""``model(rgb (B, T, 3, H, W), spikes (B, T, K, Hs, Ws) | None) -> (B, T, 3, H, W)``."""
+RestoreModel = Callable[[torch.Tensor, "torch.Tensor | RawSpikes | None"], torch.Tensor]
+"""``model(rgb (B, T, 3, H, W), spikes (B, T, K, Hs, Ws) | RawSpikes | None) -> (B, T, 3, H, W)``."""
 
 
 @dataclass
@@ -79,6 +89,39 @@ def model_device(model: Any, device: torch.device | str | None = None) -> torch.
     return params.device if params is not None else torch.device("cpu")
 
 
+@contextlib.contextmanager
+def evaluating(model: Any, device: torch.device | str | None) -> Iterator[torch.device]:
+    """Move an ``nn.Module`` model to ``device`` (default: where it is) in eval mode; training mode comes back
+    afterwards (validation inside a training loop). Yields the device."""
+    dev = model_device(model, device)
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model.to(dev).eval()
+    try:
+        yield dev
+    finally:
+        if was_training:
+            model.train()
+
+
+def clip_length(tile: Tile | None, n_frames: int) -> int:
+    """Frames per temporal clip of a sequence of ``n_frames`` (all of them when untiled in time)."""
+    return min(tile.frames, n_frames) if tile is not None and tile.frames else n_frames
+
+
+def counted(items: Iterable[Any], bar: tqdm) -> Iterator[Any]:
+    """``items``, advancing ``bar`` by one after each."""
+    for item in items:
+        yield item
+        bar.update(1)
+
+
+def _full_float(x: torch.Tensor | None) -> torch.Tensor | None:
+    """Half-precision input (a transform of a bf16 run) as float32: the weights are float32, and ``precision``
+    (autocast) decides the compute precision."""
+    return x.float() if x is not None and x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _pad_frames(x: torch.Tensor | None, length: int) -> torch.Tensor | None:
     if x is None or x.shape[1] == length:
         return x
@@ -96,10 +139,29 @@ def _patch(x: torch.Tensor, y0: int, x0: int, h: int, w: int, iy: torch.Tensor |
     return p
 
 
+def _check_clip(rgb: Any, spikes: Any, batch_size: Any) -> None:
+    if not isinstance(rgb, torch.Tensor) or rgb.dim() != 5 or rgb.shape[2] != 3 or not rgb.is_floating_point():
+        got = f"{rgb.dtype} {tuple(rgb.shape)}" if isinstance(rgb, torch.Tensor) else type(rgb).__name__
+        raise ModelInputError(f"restore_clip: rgb must be float frames (B, T, 3, H, W), got {got}")
+    if isinstance(spikes, RawSpikes):
+        bits, ranges = spikes.bits, spikes.ranges
+        if bits.dim() != 4 or bits.shape[0] != rgb.shape[0] or ranges.dim() != 4 or ranges.shape[:2] != rgb.shape[:2]:
+            raise ModelInputError(f"restore_clip: RawSpikes need bits (B, S, Hs, Ws/8) and ranges (B, T, K, 2) with "
+                                  f"the frames' B, T = {tuple(rgb.shape[:2])}, got {tuple(bits.shape)} and "
+                                  f"{tuple(ranges.shape)}")
+    elif spikes is not None and (not isinstance(spikes, torch.Tensor) or spikes.dim() != 5
+                                 or spikes.shape[:2] != rgb.shape[:2]):
+        got = tuple(spikes.shape) if isinstance(spikes, torch.Tensor) else type(spikes).__name__
+        raise ModelInputError(f"restore_clip: spikes must be (B, T, K, Hs, Ws) with the frames' B, T = "
+                              f"{tuple(rgb.shape[:2])}, got {got}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SvrtValueError(f"restore_clip: batch_size must be a positive integer, got {batch_size!r}")
+
+
 def restore_clip(
     model: RestoreModel,
     rgb: torch.Tensor,
-    spikes: torch.Tensor | None,
+    spikes: torch.Tensor | RawSpikes | None,
     *,
     tile: Tile | None,
     rules: InputRules,
@@ -111,8 +173,9 @@ def restore_clip(
 
     Args:
         model: see the module docstring.
-        rgb: ``(B, T, 3, H, W)`` float in ``[0, 1]``, on the model's device.
-        spikes: ``(B, T, K, Hs, Ws)`` or None.
+        rgb: ``(B, T, 3, H, W)`` float in ``[0, 1]``, on the model's device (half precision is taken as
+            float32; ``precision`` decides how the model computes).
+        spikes: ``(B, T, K, Hs, Ws)``, :class:`RawSpikes` or None.
         tile: patch sizes (``tile.frames == 0`` also pads the clip to ``rules.frame_multiple`` frames, as the
             untiled protocol does); None: untiled.
         rules: what the model accepts (:func:`input_rules`).
@@ -124,6 +187,11 @@ def restore_clip(
         ``(B, T, 3, H, W)`` float32, each pixel the weighted mean of the patches that cover it.
     """
     tile = tile or Tile(0, 0, 0, 0, 0)
+    _check_clip(rgb, spikes, batch_size)
+    ranges = None
+    if isinstance(spikes, RawSpikes):  # tiles of packed rows are cut from the unpacked bits
+        ranges = spikes.ranges
+        spikes = unpack_bits(spikes.bits, spikes.width)  # B S Hs Ws
     b, t, _, h, w = rgb.shape
     if spike_scale is None:
         hs, ws = (spikes.shape[-2], spikes.shape[-1]) if spikes is not None else (h, w)
@@ -131,7 +199,11 @@ def restore_clip(
     sy, sx = spike_scale
     frame_multiple = rules.frame_multiple if tile.frames == 0 else 1
     t_pad = -(-max(t, rules.min_frames) // frame_multiple) * frame_multiple
-    rgb, spikes = _pad_frames(rgb, t_pad), _pad_frames(spikes, t_pad)
+    rgb = _pad_frames(_full_float(rgb), t_pad)
+    if ranges is None:
+        spikes = _pad_frames(_full_float(spikes), t_pad)
+    else:  # padded frames repeat their bins' frame ranges; the bits stay as they are
+        ranges = _pad_frames(ranges, t_pad)
     py = axis_plan(h, tile.height, tile.overlap, sy, multiple=rules.size_multiple, minimum=rules.min_size[0],
                    axis="height")
     px = axis_plan(w, tile.width, tile.overlap, sx, multiple=rules.size_multiple, minimum=rules.min_size[1],
@@ -151,6 +223,9 @@ def restore_clip(
         if spikes is not None:
             spk_in = torch.cat([_patch(spikes, py.spike_starts[i], px.spike_starts[j], py.spike_size, px.spike_size,
                                        siy, six) for i, j in group])
+        if ranges is not None:
+            width = spk_in.shape[-1]
+            spk_in = RawSpikes(pack_bits(spk_in), ranges.repeat(len(group), 1, 1, 1), width if width % 8 else None)
         with torch.inference_mode(), precision_context(precision, dev):
             out = model(rgb_in, spk_in)
         out = out.float()[:, :t, :, : py.size, : px.size].unflatten(0, (len(group), b))  # n B T 3 h w
@@ -183,7 +258,8 @@ def restore_sequences(
     inputs: dict[str, dict[str, torch.Tensor]] = {}
     for batch in clips:
         x = transform(move_batch(batch, device))
-        out = restore_clip(model, x["blur"], x.get("spikes"), tile=tile, rules=rules, batch_size=batch_size,
+        spikes = RawSpikes.from_batch(x) if "spike_bin_ranges" in x else x.get("spikes")
+        out = restore_clip(model, x["blur"], spikes, tile=tile, rules=rules, batch_size=batch_size,
                            precision=precision)
         assembler.add(out, batch["sequence"], batch["frames"])
         for bi, key in enumerate(batch["sequence"]):
@@ -215,6 +291,7 @@ def restore_split(
     device: torch.device | str | None = None,
     precision: str = "fp32",
     batch_size: int = 1,
+    clip_len: int | None = None,
     sequences: list[str] | None = None,
     sharp: bool | None = None,
     rules: InputRules | None = None,
@@ -232,11 +309,13 @@ def restore_split(
         device: where the model runs; default: where its parameters are (the CPU for a parameterless callable).
         precision: ``fp32`` / ``tf32`` / ``bf16`` / ``fp16`` (autocast; outputs are blended in float32).
         batch_size: spatial patches per forward.
+        clip_len: temporal clips of this many frames instead of ``tile.frames``
+            (:func:`~svrt_model.restore.tiling.with_clip_len`; e.g. the training clip length).
         sequences: names to restore (default: all of the split).
         sharp: read the sharp frames (True: required; None: when present).
         rules: the model's input rules (default: :func:`input_rules`).
         num_workers: DataLoader workers reading clips.
-        progress: show a tqdm bar over clips.
+        progress: show a tqdm bar over clips (on a terminal: tqdm stays silent when stderr is not a TTY).
 
     Yields:
         :class:`RestoredSequence`.
@@ -251,26 +330,23 @@ def restore_split(
             raise StoreError(f"{st.path}: split {split!r} has no sequence(s) {unknown}; it has {names}")
         names = [q for q in names if q in sequences]
     rules = rules or input_rules(model)
-    dev = model_device(model, device)
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.to(dev).eval()
-    transform = transform.to(dev)
+    tile = with_clip_len(tile, clip_len)
     datasets = []
     for name in names:
-        n = st.sequence(split, name).n_frames
-        clip_len = min(tile.frames, n) if tile is not None and tile.frames else n
-        stride = max(clip_len - tile.frame_overlap, 1) if tile is not None and tile.frames else clip_len
-        datasets.append(SpikeDeblurDataset(store, split, clip_len=clip_len, stride=stride, mode="eval",
+        clip_len = clip_length(tile, st.sequence(split, name).n_frames)
+        stride = clip_len - tile.frame_overlap if tile is not None and tile.frames else clip_len
+        datasets.append(SpikeDeblurDataset(store, split, clip_len=clip_len, stride=max(stride, 1), mode="eval",
                                            spike_input=transform.spike_input, sequences=[name], sharp=sharp))
-    bar = tqdm(total=sum(len(d) for d in datasets), unit="clip", disable=not progress, desc=f"restore {split}")
-    try:
+    bar = tqdm(total=sum(len(d) for d in datasets), unit="clip", disable=None if progress else True,
+               desc=f"restore {split}")
+    with evaluating(model, device) as dev, bar:
+        transform = transform.to(dev)
         for name, ds in zip(names, datasets, strict=True):
             bar.set_postfix_str(name)
             assembler = SequenceAssembler(ds)
-            loader = make_loader(ds, batch_size=1, num_workers=num_workers, shuffle=False)
+            loader = make_loader(ds, batch_size=1, num_workers=num_workers, shuffle=False, persistent_workers=False)
             with torch.inference_mode():
-                inputs = restore_sequences(model, _counted(loader, bar), assembler, tile=tile, rules=rules,
+                inputs = restore_sequences(model, counted(loader, bar), assembler, tile=tile, rules=rules,
                                            transform=transform, device=dev, precision=precision,
                                            batch_size=batch_size)
             key = ds.sequences[0]
@@ -278,13 +354,3 @@ def restore_split(
             yield RestoredSequence(name=name, key=key, output=to_uint8(assembler.result(key)), blur=frames["blur"],
                                    sharp=frames.get("sharp"),
                                    frame_names=_frame_names(st.sequence(split, name).attrs, assembler.n_frames[key]))
-    finally:
-        bar.close()
-        if was_training:
-            model.train()
-
-
-def _counted(items: Iterable[Any], bar: tqdm) -> Iterator[Any]:
-    for item in items:
-        yield item
-        bar.update(1)

@@ -16,23 +16,33 @@ Whole sequences rarely fit a forward pass, so VRT's results are measured on tile
   spatial one by mirroring (the official ``cat([x, flip(x[-pad:])])``), and the output cropped.
 
 Spike tiles cover exactly the RGB tile's scene at the spike resolution: offsets and sizes go through
-the spike/RGB scale grid of :class:`svrt_data.clip_geometry.AxisScale` (half-resolution spikes need
+the spike/RGB scale grid of :class:`svrt_data.loader.clip_geometry.AxisScale` (half-resolution spikes need
 even tile sizes and overlaps), never rounded. Whatever a model cannot take (a patch below its minimum
 size, a clip below its minimum length) is padded the same mirrored way and cropped back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 
-from svrt_data.clip_geometry import AxisScale
+from svrt_data.loader.clip_geometry import AxisScale
 from svrt_errors import SvrtValueError
 from svrt_model.config import VRTConfig
 
-__all__ = ["DEFAULT_TILE", "AxisPlan", "InputRules", "Tile", "axis_plan", "mirror_index", "tile_starts"]
+__all__ = [
+    "DEFAULT_TILE",
+    "AxisPlan",
+    "InputRules",
+    "Tile",
+    "axis_plan",
+    "mirror_index",
+    "tile_starts",
+    "with_clip_len",
+]
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,18 @@ DEFAULT_TILE = Tile()
 """VRT's GoPro deblurring protocol: clips of 18 frames overlapping by 2, 192x192 patches overlapping by 20."""
 
 
+def with_clip_len(tile: Tile | None, clip_len: int | None) -> Tile | None:
+    """``tile`` with temporal clips of ``clip_len`` frames (e.g. a model's training length), overlapping by the
+    tile's frame overlap (the protocol's 2 when ``tile`` is None: whole frames, clips in time only), shrunk to
+    fit; ``clip_len=None`` leaves ``tile`` as it is."""
+    if clip_len is None:
+        return tile
+    if isinstance(clip_len, bool) or not isinstance(clip_len, int) or clip_len < 1:
+        raise SvrtValueError(f"clip_len must be a positive integer or None, got {clip_len!r}")
+    base = tile if tile is not None else Tile(frames=0, height=0, width=0, overlap=0)
+    return dataclasses.replace(base, frames=clip_len, frame_overlap=min(base.frame_overlap, clip_len - 1))
+
+
 @dataclass(frozen=True)
 class InputRules:
     """What a model accepts; the restorer pads (mirrored) and crops so each forward satisfies it.
@@ -117,9 +139,11 @@ class InputRules:
 
     @classmethod
     def for_vrt(cls, config: VRTConfig) -> InputRules:
-        """The rules of :class:`svrt_model.vrt.VRT` (and of models built on it) for ``config``."""
+        """The rules of :class:`svrt_model.vrt.VRT` (and of models built on it) for ``config``: sizes multiples
+        of 8 and at least 8 windows; at least 40 px, because SpyNet's 6-level pyramid of a 32 px frame ends in
+        an empty level (``VRT.check_input`` lets 32 px through for 4 px windows; the forward then fails)."""
         wd, wh, ww = config.window_size
-        return cls(frame_multiple=wd, min_frames=2, size_multiple=8, min_size=(8 * wh, 8 * ww))
+        return cls(frame_multiple=wd, min_frames=2, size_multiple=8, min_size=(max(8 * wh, 40), max(8 * ww, 40)))
 
 
 def _round_up(value: int, multiple: int) -> int:

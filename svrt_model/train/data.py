@@ -1,8 +1,8 @@
 """Training data from a store, as a run configures it: dataset, spike normalisation, transform and loader.
 
-The loader follows the recipe of :func:`svrt_data.dataset.make_loader` (``collate_clips``, ``worker_init``
+The loader follows the recipe of :func:`svrt_data.loader.recipe.make_loader` (``collate_clips``, ``worker_init``
 with recycled shared buffers, persistent workers, pinned memory on CUDA); its sampler is
-:class:`ResumableSampler`, an endless stream of the epochs of a :class:`~svrt_data.dataset.ClipSampler`
+:class:`ResumableSampler`, an endless stream of the epochs of a :class:`~svrt_data.loader.sampler.ClipSampler`
 that can start part-way: a run counted in optimizer steps never drains the workers at an epoch boundary,
 and a resumed run continues with exactly the clip the interrupted one would have drawn next.
 """
@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from svrt_data import SpikeDeblurDataset, SpikeTransform
-from svrt_data.dataset import ClipKey, ClipSampler, collate_clips, worker_init
-from svrt_data.store_stats import store_voxel_stats
+from svrt_data.loader import ClipKey, ClipSampler, collate_clips, worker_init
+from svrt_data.loader.store_stats import store_voxel_stats
 from svrt_model.train.config import RunConfig
 
 __all__ = ["ResumableSampler", "build_dataset", "build_loader", "build_transform", "resolve_spike_stats"]

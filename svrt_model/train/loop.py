@@ -31,7 +31,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from svrt_data import SpikeDeblurDataset
-from svrt_data.dataset import move_batch
+from svrt_data.loader.collate import move_batch
 from svrt_model import VRTSpike
 from svrt_model.errors import CheckpointError, TrainingError
 from svrt_model.losses import DeblurLoss

@@ -17,7 +17,8 @@ def test_help_does_not_import_torch() -> None:
     code = (
         "import sys; from click.testing import CliRunner; from cli.model import main; "
         "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output; "
-        "assert 'profile' in r.output; print('torch' in sys.modules)"
+        "assert all(c in r.output for c in ('train', 'eval', 'infer', 'profile', 'summary')); "
+        "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -48,6 +49,19 @@ def test_profile_runs_on_the_gpu() -> None:
                                        "--compile", "none"])
     assert result.exit_code == 0, result.output
     assert " ms (min " in result.output and "GiB" in result.output
+
+
+def test_help_promises_only_commands_that_exist() -> None:
+    """The group's help names no command that is not registered (train/eval/infer/summary come later)."""
+    import re
+
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    prose = result.output.split("Commands:")[0].lower()
+    for verb in ("train", "evaluate", "eval", "infer", "inference", "summary", "export"):
+        if re.search(rf"\b{verb}\b", prose):
+            assert verb in main.commands, f"svrt-model --help mentions {verb!r}, which is no command"
+    assert set(main.commands) >= {"profile"} and "profile" in prose
 
 
 def test_summary_of_a_preset_without_tracing() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_data.store import open_store
 from svrt_errors import StoreLayoutError
 from svrt_model.restore import METRIC_KEYS, EvalReport, InputRules, SequenceScores, Tile, evaluate_split, restore_split

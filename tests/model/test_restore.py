@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from svrt_data.clip_geometry import AxisScale
-from svrt_data.dataset import SpikeDeblurDataset
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader.clip_geometry import AxisScale
+from svrt_data.loader.dataset import SpikeDeblurDataset
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_data.store import open_store
 from svrt_errors import StoreError, SvrtValueError
 from svrt_model.restore import (
@@ -21,6 +21,7 @@ from svrt_model.restore import (
     restore_clip,
     restore_split,
     tile_starts,
+    with_clip_len,
 )
 from tests.model.standin import ClipMeanModel, IdentityModel, StencilModel
 
@@ -191,6 +192,20 @@ def test_frames_of_overlapping_clips_are_averaged_in_order(synth_store):
     assert (seq.output.double() - expect * 255).abs().max() <= 0.5 + 1e-3  # rounded to uint8
 
 
+def test_clip_len_sets_the_temporal_clips(synth_store):
+    assert with_clip_len(None, 5) == Tile(5, 0, 0, 2, 0)
+    assert with_clip_len(None, 2) == Tile(2, 0, 0, 1, 0)
+    assert with_clip_len(DEFAULT_TILE, 5) == Tile(5, 192, 192, 2, 20)
+    assert with_clip_len(DEFAULT_TILE, None) is DEFAULT_TILE
+    with pytest.raises(SvrtValueError, match="clip_len must be a positive integer or None, got 0"):
+        with_clip_len(None, 0)
+    kw = dict(transform=VOXELS, rules=InputRules(), progress=False)
+    (a,) = restore_split(ClipMeanModel(), synth_store, "test", tile=None, clip_len=3, **kw)
+    (b,) = restore_split(ClipMeanModel(), synth_store, "test", tile=Tile(3, 0, 0, 2, 0), **kw)
+    (c,) = restore_split(ClipMeanModel(), synth_store, "test", tile=None, **kw)
+    assert torch.equal(a.output, b.output) and not torch.equal(a.output, c.output)
+
+
 def test_model_mode_and_device_are_restored(synth_store):
     model = IdentityModel().train()
     (seq,) = restore_split(model, synth_store, "test", tile=None, transform=VOXELS, rules=InputRules(),
@@ -216,3 +231,113 @@ def test_raw_spike_input_rebins_to_the_stored_voxels(synth_store):
     (b,) = restore_split(model, synth_store, "test", transform=raw, **kw)
     assert torch.equal(a.output, b.output)
     assert np.isfinite(a.output.numpy()).all()
+
+
+def test_loader_workers_give_the_same_restoration(synth_store):
+    model = StencilModel(radius=1)
+    kw = dict(tile=Tile(frames=3, height=32, width=64, frame_overlap=1, overlap=8), transform=VOXELS, rules=RULES,
+              progress=False)
+    (a,) = restore_split(model, synth_store, "test", **kw)
+    (b,) = restore_split(model, synth_store, "test", num_workers=1, **kw)
+    assert torch.equal(a.output, b.output) and torch.equal(a.blur, b.blur) and torch.equal(a.sharp, b.sharp)
+
+
+def test_half_precision_input_reaches_the_model_as_float32():
+    rgb, spikes = clip()
+    seen = []
+
+    def model(x, s):
+        seen.append((x.dtype, s.dtype))
+        return x
+
+    out = restore_clip(model, rgb.bfloat16(), spikes.half(), tile=None, rules=InputRules())
+    assert seen == [(torch.float32, torch.float32)] and out.dtype == torch.float32
+    assert torch.equal(out, rgb.bfloat16().float())
+
+
+@pytest.mark.needs_cuda
+def test_tiled_equals_untiled_on_the_gpu_too():
+    rgb, spikes = clip(b=2, hs=32, ws=48)
+    rgb, spikes = rgb.cuda(), spikes.cuda()
+    model = StencilModel(radius=4).cuda()
+    tile = Tile(frames=3, height=32, width=48, frame_overlap=1, overlap=8)
+    whole = restore_clip(model, rgb, spikes, tile=None, rules=RULES)
+    tiled = restore_clip(model, rgb, spikes, tile=tile, rules=RULES, batch_size=4)
+    assert whole.is_cuda and torch.equal(tiled, whole)
+    torch.testing.assert_close(whole.cpu(), restore_clip(model.cpu(), rgb.cpu(), spikes.cpu(), tile=None, rules=RULES),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_restore_clip_input_errors():
+    rgb, spikes = clip()
+    with pytest.raises(SvrtValueError, match=r"rgb must be float frames \(B, T, 3, H, W\), got torch.uint8"):
+        restore_clip(StencilModel(1), (rgb * 255).byte(), spikes, tile=None, rules=RULES)
+    with pytest.raises(SvrtValueError, match=r"rgb must be float frames .* got torch.float32 \(5, 3, 64, 96\)"):
+        restore_clip(StencilModel(1), rgb[0], spikes, tile=None, rules=RULES)
+    with pytest.raises(SvrtValueError, match=r"spikes must be \(B, T, K, Hs, Ws\) with the frames' B, T = \(1, 5\), "
+                                             r"got \(1, 4, 4, 32, 48\)"):
+        restore_clip(StencilModel(1), rgb, spikes[:, :4], tile=None, rules=RULES)
+    with pytest.raises(SvrtValueError, match="batch_size must be a positive integer, got 0"):
+        restore_clip(StencilModel(1), rgb, spikes, tile=None, rules=RULES, batch_size=0)
+
+
+def test_vrt_rules_keep_spynet_above_32_pixels():
+    import dataclasses
+    import warnings
+
+    from svrt_model import VRT, tiny
+    from svrt_model.errors import UntrainedSpyNetWarning
+
+    small = VRT(dataclasses.replace(tiny(), window_size=(2, 4, 4))).eval()
+    assert input_rules(small).min_size == (40, 40)  # 8 windows would be 32
+    with pytest.raises(RuntimeError, match="sizes should be greater than 0"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        small(torch.rand(1, 2, 3, 32, 32))  # what the rule prevents: SpyNet's pyramid runs out
+
+
+# -- raw bits (RawSpikes) ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("width", [8, 29, 64])
+def test_pack_and_unpack_bits_match_the_numpy_reference(width):
+    from svrt_data.spike_io import pack_frames, unpack_frames
+    from svrt_model.restore.packed import pack_bits, unpack_bits
+
+    packed = np.random.default_rng(width).integers(0, 256, (2, 3, 5, -(-width // 8)), dtype=np.uint8)
+    planes = unpack_bits(torch.from_numpy(packed), width)
+    np.testing.assert_array_equal(planes.numpy(), unpack_frames(packed, width))
+    np.testing.assert_array_equal(pack_bits(planes).numpy(), pack_frames(unpack_frames(packed, width)))
+    with pytest.raises(SvrtValueError, match="width 9 does not fit rows of 1 bytes"):
+        unpack_bits(torch.zeros(1, 1, dtype=torch.uint8), 9)
+
+
+class RawStencil(StencilModel):
+    """The stencil model fed packed bits: voxels accumulated with gamma = 1 are the stored counts."""
+
+    def __init__(self, radius: int, bins: int) -> None:
+        super().__init__(radius, spike_weight=0.3)
+        from svrt_model.spike.accumulator import SpikeAccumulator
+
+        self.accumulator = SpikeAccumulator(bins)
+        self.widths: list[int | None] = []
+
+    def forward(self, rgb, spikes):
+        self.widths.append(spikes.width)
+        return super().forward(rgb, self.accumulator(spikes.bits, spikes.ranges, width=spikes.width))
+
+
+@pytest.mark.parametrize(("patch_width", "widths"), [(48, {None}), (40, {20})])
+def test_raw_bits_are_tiled_like_voxels(synth_store, patch_width, widths):
+    """Patches whose spike x offsets are not byte aligned (x starts 0, 40, 80 -> spike 0, 20, 40; or 0, 32, 64,
+    88 -> 0, 16, 32, 44) and widths of 24 or 20 spike px: the packed tiles give exactly the restoration of the
+    stored voxels."""
+    tile = Tile(frames=3, height=32, width=patch_width, frame_overlap=1, overlap=8)
+    (a,) = restore_split(StencilModel(radius=2, spike_weight=0.3), synth_store, "test", tile=tile, transform=VOXELS,
+                         rules=RULES, progress=False)
+    model = RawStencil(radius=2, bins=8)
+    bits = SpikeTransform(spike_input="raw", bins=8, raw_output="bits", log1p=False)
+    (b,) = restore_split(model, synth_store, "test", tile=tile, transform=bits, rules=RULES, progress=False)
+    assert torch.equal(a.output, b.output)
+    assert set(model.widths) == widths  # 24-px tiles are 3 whole bytes; 20-px tiles say their width
+    (c,) = restore_split(model, synth_store, "test", tile=None, transform=bits, rules=RULES, progress=False)
+    (d,) = restore_split(StencilModel(radius=2, spike_weight=0.3), synth_store, "test", tile=None, transform=VOXELS,
+                         rules=RULES, progress=False)
+    assert torch.equal(c.output, d.output)  # untiled: frames padded to 8, their bin ranges repeated

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from kernels.spike_accumulate_ref import spike_accumulate_reference
-from svrt_data.dataset import ClipKey, SpikeDeblurDataset, collate_clips
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader import ClipKey, SpikeDeblurDataset, collate_clips
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_model.errors import ModelConfigError
 from svrt_model.spike.accumulator import SpikeAccumulator
 from tests.test_dataset import BINS, build_coord_store

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from kernels.resample import resize
-from svrt_data.dataset import ClipKey, SpikeDeblurDataset, collate_clips
-from svrt_data.spike_transform import SpikeTransform
+from svrt_data.loader import ClipKey, SpikeDeblurDataset, collate_clips
+from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_model import VRTSpike
 from svrt_model.errors import ModelConfigError, ModelInputError, UntrainedSpyNetWarning
 from svrt_model.spike.fusion import resize_features
