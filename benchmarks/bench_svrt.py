@@ -21,7 +21,8 @@ A row is ``precision:checkpoint:spikes[:compile[:exec]][:option=value ...]``:
 
 Rows that differ in one field attribute that technique's gain. The default set skips compiled rows
 (minutes of compilation each); ``--suite compile`` adds them; ``--suite speed`` isolates each backbone saver
-(all savers, then all but one, then the savers before them) under the two checkpoint policies that matter.
+(all savers, then all but one, then the savers before them) under the two checkpoint policies that matter;
+``--suite savers`` is the short comparison: no savers, all, and each saver alone (with the savers it needs).
 Between rows the cached window plans and masks are dropped, so no row's peak holds another row's caches.
 
 ``--profile ROW [ROW ...]`` also runs each ROW's training step (eager: a CUDA-graph step replays the same
@@ -34,6 +35,8 @@ convolution, other) and the top kernels (``profile_<n>.md`` in ``--out``).
     PYTHONPATH=$PWD python3 benchmarks/bench_svrt.py --suite speed --no-breakdown --out $OUT \
         --profile bf16:attn+ffn:full bf16:attn+ffn:full:none:eager:savers=residual+mutual-proj+mask-groups
     PYTHONPATH=$PWD python3 benchmarks/bench_svrt.py --rows bf16:attn+ffn:full:none:graph --iters 10
+    PYTHONPATH=$PWD python3 benchmarks/bench_svrt.py --suite savers --iters 5 --no-breakdown --out $OUT \
+        --profile bf16:attn+ffn:full:none:eager:savers=none bf16:attn+ffn:full:none:eager:savers=all
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from svrt_model.errors import UntrainedSpyNetWarning  # noqa: E402
 from svrt_model.kernel_profile import format_kernel_tables, kernel_events, summarize_kernels  # noqa: E402
 from svrt_model.layers.window_plan import clear_window_caches  # noqa: E402
 from svrt_model.precision import precision_context  # noqa: E402
-from svrt_model.vrt import BANDWIDTH_SAVERS  # noqa: E402
+from svrt_model.vrt import BANDWIDTH_SAVERS, SAVER_NEEDS  # noqa: E402
 
 SHAPE = (1, 5, 3, 256, 256)
 BINS = 32
@@ -105,6 +108,22 @@ SUITES["speed"] = [
     f"bf16:{policy}:full:none:graph{extra}"
     for policy in ("attn+ffn", _MEM)
     for extra in ("", *(f":drop={d}" for d in _DROPS), f":savers={_BEFORE}")
+]
+
+
+def _with_needs(name: str) -> str:
+    """``name`` and the savers it needs (``SAVER_NEEDS``), in ``BANDWIDTH_SAVERS`` order."""
+    names = {name}
+    while name in SAVER_NEEDS:
+        name = SAVER_NEEDS[name]
+        names.add(name)
+    return "+".join(n for n in BANDWIDTH_SAVERS if n in names)
+
+
+# The lead's short saver comparison (~11 rows, a few minutes): no savers, all, and each saver alone (with
+# the savers it needs) on the bf16 training step of the default policy.
+SUITES["savers"] = [
+    f"bf16:attn+ffn:full:none:graph:savers={s}" for s in ("none", "all", *(_with_needs(n) for n in BANDWIDTH_SAVERS))
 ]
 SUITES["all"] = SUITES["default"] + SUITES["compile"]
 _OPTIONS = ("spike_ckpt", "spike_attn", "chunk", "deform", "savers", "drop")
@@ -434,6 +453,19 @@ def profile_row(model: VRTSpike, row: dict[str, str], steps: int, warmup: int) -
     return format_kernel_tables(summary, title)
 
 
+def write_outputs(out: Path, results: list[dict[str, object]], breakdown: list[tuple[str, float]] | None,
+                  profiles: list[str], breakdown_precision: str) -> None:
+    """``table.md`` (table, targets, breakdown, profiles) and ``results.json`` in ``out``, as far as measured."""
+    md = [f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", "", format_table(results, True), "",
+          TARGETS, "", target_verdict(results)]
+    if breakdown:
+        md += ["", format_breakdown(breakdown, breakdown_precision, True)]
+    for text in profiles:
+        md += ["", text]
+    (out / "table.md").write_text("\n".join(md) + "\n")
+    (out / "results.json").write_text(json.dumps({"rows": results, "breakdown": breakdown}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", choices=sorted(SUITES), default="default")
@@ -469,8 +501,8 @@ def main() -> None:
         res = run_row(model, row, args.iters, args.warmup)
         results.append(res)
         print(json.dumps(res), flush=True)
-        if args.out:
-            (args.out / "results.json").write_text(json.dumps(results, indent=1))
+        if args.out:  # after every row: a run cut short keeps a readable table
+            write_outputs(args.out, results, None, [], args.breakdown_precision)
     profiles = []
     for i, row in enumerate(profiled):
         try:
@@ -481,6 +513,7 @@ def main() -> None:
         print(text, flush=True)
         if args.out:
             (args.out / f"profile_{i + 1}.md").write_text(text + "\n")
+            write_outputs(args.out, results, None, profiles, args.breakdown_precision)
     breakdown = None
     if not args.no_breakdown:
         breakdown = stage_breakdown(model, args.breakdown_precision, args.iters)
@@ -491,14 +524,7 @@ def main() -> None:
         print()
         print(format_breakdown(breakdown, args.breakdown_precision))
     if args.out:
-        md = [f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", "", format_table(results, True), "",
-              TARGETS, "", target_verdict(results)]
-        if breakdown:
-            md += ["", format_breakdown(breakdown, args.breakdown_precision, True)]
-        for text in profiles:
-            md += ["", text]
-        (args.out / "table.md").write_text("\n".join(md) + "\n")
-        (args.out / "results.json").write_text(json.dumps({"rows": results, "breakdown": breakdown}, indent=1))
+        write_outputs(args.out, results, breakdown, profiles, args.breakdown_precision)
 
 
 if __name__ == "__main__":

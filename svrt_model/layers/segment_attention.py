@@ -102,8 +102,14 @@ def _mutual(attn: WindowAttention, qkv: torch.Tensor, seg: WindowSegment) -> lis
     return outs
 
 
+@torch.compiler.disable
 def segment_attention(attn: WindowAttention, x: torch.Tensor, plan: WindowPlan) -> list[torch.Tensor]:
     """``attn`` (self, and mutual if it has it) on the windows of ``plan``, segment by segment.
+
+    Kept out of ``torch.compile`` graphs (a compiled attention core graph-breaks here, its norm, gather and
+    scatter still compile): the SDPA calls inside already graph-break (``attention._sdpa_call``), and a
+    graph break inside the loop over segments makes dynamo compile ``attend`` once per segment shape until
+    its recompile limit, for no fused work.
 
     Args:
         attn: the block's attention module (parameters, ``impl``, ``split_proj``, ``fast_bias``).

@@ -22,7 +22,7 @@ from svrt_model.layers.window import mask_groups, masked_windows, shifted_window
 from svrt_model.layers.window_plan import clear_window_caches
 from svrt_model.vrt import BANDWIDTH_SAVERS, SAVER_NEEDS
 from tests.model.golden import micro_model
-from tests.model.spike_reference import inputs, micro_config
+from tests.model.spike_reference import build, inputs, micro_config
 
 
 def _small_vrt() -> VRT:
@@ -105,6 +105,33 @@ def test_each_saver_changes_no_number(all_savers_run, drop: str) -> None:
     assert len(grads) == len(grads_all) > 100
     for a, b in zip(grads, grads_all, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_spike_model_savers_odd_t_padded_frames_half_spikes() -> None:
+    """The whole S-VRT, float64, training with stochastic depth: T=5 (self windows of 5 frames, mutual windows
+    padded to 6 frames), 32x40 frames (widths 10 and 5 px padded in 4 px windows), spikes at half
+    size, shifted windows; all savers vs none, output and every gradient."""
+    cfg = micro_config(frames=5)
+    cfg = dataclasses.replace(cfg, vrt=dataclasses.replace(cfg.vrt, drop_path_rate=0.3))
+    model = build(cfg).train()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, WindowAttention):
+                m.relative_position_bias_table.normal_()
+    rgb, spikes, flows = inputs(1, 5, 32, 40, cfg.spike_bins, (16, 20))
+    runs = []
+    for savers in ("none", "all"):
+        model.vrt.set_bandwidth_savers(savers)
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(3)  # the same stochastic-depth draws
+        out = model(rgb, spikes, flows)
+        (out * out.detach().cos()).sum().backward()
+        runs.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (out_none, grads_none), (out_all, grads_all) = runs
+    torch.testing.assert_close(out_all, out_none, rtol=1e-12, atol=1e-12)
+    assert grads_all.keys() == grads_none.keys() and len(grads_all) > 150
+    for name, g in grads_all.items():
+        torch.testing.assert_close(g, grads_none[name], rtol=1e-10, atol=1e-12, msg=name)
 
 
 def test_new_savers_under_checkpointing_and_in_eval(all_savers_run) -> None:
