@@ -16,14 +16,27 @@ A row is ``precision:checkpoint:spikes[:compile[:exec]][:option=value ...]``:
   ``eager`` | ``graph`` (the forward+loss+backward, or the inference forward, captured in one CUDA graph);
 - options: ``spike_ckpt=`` parts of ``VRTSpike.set_spike_checkpointing``; ``spike_attn=fused|reference``;
   ``chunk=<pixels>`` (``set_spike_chunking``); ``deform=auto|reference|cuda``; ``savers=`` the backbone's
-  bandwidth savers (``VRT.set_bandwidth_savers``: ``all``, ``none`` or ``+``-joined names).
+  bandwidth savers (``VRT.set_bandwidth_savers``: ``all``, ``none`` or ``+``-joined names); ``drop=`` savers
+  taken out of that set (``+``-joined), e.g. ``drop=mask-split+pad-skip``.
 
 Rows that differ in one field attribute that technique's gain. The default set skips compiled rows
-(minutes of compilation each); ``--suite compile`` adds them.
+(minutes of compilation each); ``--suite compile`` adds them; ``--suite speed`` isolates each backbone saver
+(all savers, then all but one, then the savers before them) under the two checkpoint policies that matter;
+``--suite savers`` is the short comparison: no savers, all, and each saver alone (with the savers it needs).
+Between rows the cached window plans and masks are dropped, so no row's peak holds another row's caches.
+
+``--profile ROW [ROW ...]`` also runs each ROW's training step (eager: a CUDA-graph step replays the same
+kernels without the launch gaps) under ``torch.profiler`` for ``--profile-steps`` steps and writes the kernel
+time per step grouped by category (GEMM, attention, elementwise, copies, reductions/norms, deformable conv,
+convolution, other) and the top kernels (``profile_<n>.md`` in ``--out``).
 
     PYTHONPATH=$PWD python3 benchmarks/bench_svrt.py --out $OUT
     PYTHONPATH=$PWD python3 benchmarks/bench_svrt.py --suite compile --out $OUT
+    PYTHONPATH=$PWD python3 benchmarks/bench_svrt.py --suite speed --no-breakdown --out $OUT \
+        --profile bf16:attn+ffn:full bf16:attn+ffn:full:none:eager:savers=residual+mutual-proj+mask-groups
     PYTHONPATH=$PWD python3 benchmarks/bench_svrt.py --rows bf16:attn+ffn:full:none:graph --iters 10
+    PYTHONPATH=$PWD python3 benchmarks/bench_svrt.py --suite savers --iters 3 --warmup 1 --no-breakdown \
+        --profile-steps 2 --out $OUT --profile bf16:attn+ffn:full:none:eager:savers=none bf16:attn+ffn:full:none:eager
 """
 
 from __future__ import annotations
@@ -43,7 +56,10 @@ import torch  # noqa: E402
 
 from svrt_model import VRTSpike, svrt_base  # noqa: E402
 from svrt_model.errors import UntrainedSpyNetWarning  # noqa: E402
+from svrt_model.kernel_profile import format_kernel_tables, kernel_events, summarize_kernels  # noqa: E402
+from svrt_model.layers.window_plan import clear_window_caches  # noqa: E402
 from svrt_model.precision import precision_context  # noqa: E402
+from svrt_model.vrt import BANDWIDTH_SAVERS, SAVER_NEEDS  # noqa: E402
 
 SHAPE = (1, 5, 3, 256, 256)
 BINS = 32
@@ -83,8 +99,34 @@ SUITES = {
         "fp32:attn+ffn:full:attn+ffn+spike:graph",
     ],
 }
+# Each saver's gain: all savers, all but one (with the savers that need it: mask-split needs window-gather,
+# pad-skip needs mask-split), and the savers before this set (the lead's 1058 ms / 989 ms rows).
+_DROPS = ("pad-skip", "mask-split+pad-skip", "window-gather+mask-split+pad-skip", "rel-bias", "mlp-packed",
+          "align-lean")
+_BEFORE = "residual+mutual-proj+mask-groups"
+SUITES["speed"] = [
+    f"bf16:{policy}:full:none:graph{extra}"
+    for policy in ("attn+ffn", _MEM)
+    for extra in ("", *(f":drop={d}" for d in _DROPS), f":savers={_BEFORE}")
+]
+
+
+def _with_needs(name: str) -> str:
+    """``name`` and the savers it needs (``SAVER_NEEDS``), in ``BANDWIDTH_SAVERS`` order."""
+    names = {name}
+    while name in SAVER_NEEDS:
+        name = SAVER_NEEDS[name]
+        names.add(name)
+    return "+".join(n for n in BANDWIDTH_SAVERS if n in names)
+
+
+# The lead's short saver comparison (~11 rows, a few minutes): no savers, all, and each saver alone (with
+# the savers it needs) on the bf16 training step of the default policy.
+SUITES["savers"] = [
+    f"bf16:attn+ffn:full:none:graph:savers={s}" for s in ("none", "all", *(_with_needs(n) for n in BANDWIDTH_SAVERS))
+]
 SUITES["all"] = SUITES["default"] + SUITES["compile"]
-_OPTIONS = ("spike_ckpt", "spike_attn", "chunk", "deform", "savers")
+_OPTIONS = ("spike_ckpt", "spike_attn", "chunk", "deform", "savers", "drop")
 
 
 def parse_row(text: str) -> dict[str, str]:
@@ -116,8 +158,21 @@ def configure(model: VRTSpike, row: dict[str, str]) -> None:
     model.set_spike_attention(row["spike_attn"] or "fused")
     model.set_spike_chunking(int(row["chunk"]) if row["chunk"] else None)
     model.set_deform_conv_backend(row["deform"] or "auto")
-    model.vrt.set_bandwidth_savers(row["savers"] or "all")
+    model.vrt.set_bandwidth_savers(savers_of(row))
     model.compile_blocks(row["compile"])
+    clear_window_caches()
+
+
+def savers_of(row: dict[str, str]) -> str:
+    """The row's ``savers`` (default all) without its ``drop`` names, as ``VRT.set_bandwidth_savers`` takes it."""
+    chosen = row["savers"] or "all"
+    if not row["drop"]:
+        return chosen
+    names = set(BANDWIDTH_SAVERS) if chosen == "all" else set() if chosen == "none" else set(chosen.split("+"))
+    drop = set(row["drop"].split("+"))
+    if not drop <= set(BANDWIDTH_SAVERS):
+        raise SystemExit(f"bad row option drop={row['drop']!r}: expected '+'-joined names of {BANDWIDTH_SAVERS}")
+    return "+".join(n for n in BANDWIDTH_SAVERS if n in names - drop) or "none"
 
 
 def inputs(spikes: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -361,6 +416,56 @@ def format_breakdown(items: list[tuple[str, float]], precision: str, markdown: b
     return "\n".join([head] + [f"{k:<{width}}  {v:9.2f} ms  {100 * v / total:5.1f}%" for k, v in items])
 
 
+def profile_row(model: VRTSpike, row: dict[str, str], steps: int, warmup: int) -> str:
+    """Kernel time per training step of ``row`` (eager) under ``torch.profiler``: categories and top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    configure(model, row)
+    model.train()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    rgb, vox, target = inputs(row["spikes"], gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with precision_context(row["precision"], "cuda"):
+            out = model(rgb, vox)
+        torch.sqrt((out.float() - target) ** 2 + 1e-6).mean().backward()
+        opt.step()
+
+    for _ in range(max(warmup, 1)):
+        step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:  # kernels only: CPU ops would add ~10^5 events
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) / steps * 1e3
+    summary = summarize_kernels(kernel_events(prof), steps)
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    title = (f"profile of {row_name(row)} (eager step under the profiler: {wall:.0f} ms wall, peak {peak:.2f} GiB; "
+             f"savers {model.vrt.bandwidth_savers})")
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    torch.cuda.empty_cache()
+    return format_kernel_tables(summary, title)
+
+
+def write_outputs(out: Path, results: list[dict[str, object]], breakdown: list[tuple[str, float]] | None,
+                  profiles: list[str], breakdown_precision: str) -> None:
+    """``table.md`` (table, targets, breakdown, profiles) and ``results.json`` in ``out``, as far as measured."""
+    md = [f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", "", format_table(results, True), "",
+          TARGETS, "", target_verdict(results)]
+    if breakdown:
+        md += ["", format_breakdown(breakdown, breakdown_precision, True)]
+    for text in profiles:
+        md += ["", text]
+    (out / "table.md").write_text("\n".join(md) + "\n")
+    (out / "results.json").write_text(json.dumps({"rows": results, "breakdown": breakdown}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", choices=sorted(SUITES), default="default")
@@ -369,11 +474,17 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--breakdown-precision", choices=("fp32", "bf16"), default="bf16")
     ap.add_argument("--no-breakdown", action="store_true")
+    ap.add_argument("--profile", nargs="+", default=[], metavar="ROW",
+                    help="also profile these rows' training steps (kernels by category, top kernels)")
+    ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="folder for results.json and table.md")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_svrt.py needs a CUDA GPU")
     rows = [parse_row(r) for r in (args.rows or SUITES[args.suite])]
+    profiled = [parse_row(r) for r in args.profile]
+    for row in rows + profiled:
+        savers_of(row)  # a bad drop= fails now, not after minutes of measuring
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  input {SHAPE}, K={BINS}", flush=True)
@@ -390,8 +501,19 @@ def main() -> None:
         res = run_row(model, row, args.iters, args.warmup)
         results.append(res)
         print(json.dumps(res), flush=True)
+        if args.out:  # after every row: a run cut short keeps a readable table
+            write_outputs(args.out, results, None, [], args.breakdown_precision)
+    profiles = []
+    for i, row in enumerate(profiled):
+        try:
+            text = profile_row(model, row, args.profile_steps, args.warmup)
+        except Exception as exc:  # the measured table must survive a failed profile
+            text = f"profile of {row_name(row)} failed: {type(exc).__name__}: {exc}"
+        profiles.append(text)
+        print(text, flush=True)
         if args.out:
-            (args.out / "results.json").write_text(json.dumps(results, indent=1))
+            (args.out / f"profile_{i + 1}.md").write_text(text + "\n")
+            write_outputs(args.out, results, None, profiles, args.breakdown_precision)
     breakdown = None
     if not args.no_breakdown:
         breakdown = stage_breakdown(model, args.breakdown_precision, args.iters)
@@ -402,12 +524,7 @@ def main() -> None:
         print()
         print(format_breakdown(breakdown, args.breakdown_precision))
     if args.out:
-        md = [f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}", "", format_table(results, True), "",
-              TARGETS, "", target_verdict(results)]
-        if breakdown:
-            md += ["", format_breakdown(breakdown, args.breakdown_precision, True)]
-        (args.out / "table.md").write_text("\n".join(md) + "\n")
-        (args.out / "results.json").write_text(json.dumps({"rows": results, "breakdown": breakdown}, indent=1))
+        write_outputs(args.out, results, breakdown, profiles, args.breakdown_precision)
 
 
 if __name__ == "__main__":

@@ -27,11 +27,12 @@ from svrt_model.errors import ModelConfigError, ModelInputError, UntrainedSpyNet
 from svrt_model.layers.attention import ATTENTION_IMPLS, WindowAttention
 from svrt_model.layers.autocast import autocast_disabled
 from svrt_model.layers.flow_warp import flow_warp_nearest4
+from svrt_model.layers.mlp import MlpGEGLU
 from svrt_model.layers.spynet import SpyNet, load_spynet_weights
 from svrt_model.layers.stage import Stage
 from svrt_model.layers.tmsa import RTMSA, TMSA
 
-__all__ = ["BANDWIDTH_SAVERS", "CHECKPOINT_PARTS", "EncoderHook", "Flows", "VRT", "align_images"]
+__all__ = ["BANDWIDTH_SAVERS", "CHECKPOINT_PARTS", "SAVER_NEEDS", "EncoderHook", "Flows", "VRT", "align_images"]
 
 EncoderHook = Callable[[int, torch.Tensor], torch.Tensor]
 """``hook(stage, feats)``: stage in 1..4, feats ``(B, C, T, H, W)``; returns a tensor of the same shape."""
@@ -40,8 +41,13 @@ Flows = tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]
 """``(flows_backward, flows_forward)``: 4 levels each, level i ``(B, T-1, 2, H/2^i, W/2^i)``."""
 
 CHECKPOINT_PARTS = ("attn", "ffn", "align", "align-full", "align1", "attn-mutual", "attn8")
-BANDWIDTH_SAVERS = ("residual", "mutual-proj", "mask-groups")
-"""Changes of the blocks that move and keep fewer bytes for the same numbers (``VRT.set_bandwidth_savers``)."""
+BANDWIDTH_SAVERS = (
+    "residual", "mutual-proj", "mask-groups", "rel-bias", "window-gather", "mask-split", "pad-skip", "mlp-packed",
+    "align-lean",
+)
+"""Changes that move or compute less for the same numbers (``VRT.set_bandwidth_savers``)."""
+SAVER_NEEDS = {"mask-split": "window-gather", "pad-skip": "mask-split"}
+"""Savers that only exist on top of another (a plan's segments need its gather; skipped rows need segments)."""
 _RESHAPES = ("none", "down", "down", "down", "up", "up", "up")
 _FLOW_LEVELS = 4
 _STAGE_FLOW_LEVEL = (0, 1, 2, 3, 2, 1, 0)
@@ -189,8 +195,9 @@ class VRT(nn.Module):
         return parts
 
     def set_bandwidth_savers(self, names: str = "all") -> None:
-        """Switch the blocks' bandwidth savers (all on by default); they never change the numbers beyond
-        rounding order (the golden parity holds with any set), so turning them off attributes their gain.
+        """Switch the bandwidth savers (all on by default): changes that move, keep or compute less and never
+        change the numbers beyond rounding order (the golden parity holds with any set; float64 on == off to
+        1e-12), so turning one off attributes its gain.
 
         Args:
             names: ``"all"``, ``"none"`` or a ``+``-joined subset of :data:`BANDWIDTH_SAVERS`:
@@ -198,7 +205,19 @@ class VRT(nn.Module):
                 ``mutual-proj`` (the mutual blocks' output projection read from the attention outputs in
                 place, without the two concatenated copies it would otherwise make and keep),
                 ``mask-groups`` (shifted-window masks added as one broadcast bias per mask pattern instead
-                of a bias materialised, and kept for backward, per masked window).
+                of a bias materialised, and kept for backward, per masked window),
+                ``rel-bias`` (the relative position bias gathered straight into its ``(nH, N, N)`` layout,
+                cast once per block; its backward one ``index_add`` instead of a sorting ``index_put``),
+                ``window-gather`` (a shifted or padded block's pad + roll + partition as one precomputed
+                gather and the way back as one scatter, :mod:`~svrt_model.layers.window_plan`),
+                ``mask-split`` (needs ``window-gather``: windows ordered by mask pattern, each group attends
+                once with one broadcast bias; no window computed twice, no per-window mask on the device),
+                ``pad-skip`` (needs ``mask-split``: in windows whose other frame is zero padding (T odd in
+                the mutual blocks' 2-frame windows), no query rows, mutual direction or projection for
+                the padding tokens, whose outputs are cropped away),
+                ``mlp-packed`` (each GEGLU MLP's two input projections as one GEMM, forward and backward),
+                ``align-lean`` (the alignment's offsets without concatenated and repeated copies, and the
+                fusion MLP's input built channels-last in one copy).
         """
         chosen = set(BANDWIDTH_SAVERS) if names == "all" else set() if names == "none" else set(names.split("+"))
         if not chosen <= set(BANDWIDTH_SAVERS) or (names not in ("all", "none") and not chosen):
@@ -206,12 +225,26 @@ class VRT(nn.Module):
                 f"VRT.set_bandwidth_savers: unknown names {names!r}; expected 'all', 'none' or a '+'-joined subset "
                 f"of {BANDWIDTH_SAVERS}"
             )
+        for saver, needed in SAVER_NEEDS.items():
+            if saver in chosen and needed not in chosen:
+                raise ModelConfigError(
+                    f"VRT.set_bandwidth_savers: {saver!r} needs {needed!r} (got {names!r}); add {needed!r} or drop "
+                    f"{saver!r}"
+                )
         for m in self.modules():
             if isinstance(m, TMSA):
                 m.fused_residual = "residual" in chosen
                 m.grouped_masks = "mask-groups" in chosen
+                m.window_gather = "window-gather" in chosen
+                m.mask_split = "mask-split" in chosen
+                m.pad_skip = "pad-skip" in chosen
             elif isinstance(m, WindowAttention):
                 m.split_proj = "mutual-proj" in chosen
+                m.fast_bias = "rel-bias" in chosen
+            elif isinstance(m, MlpGEGLU):
+                m.packed = "mlp-packed" in chosen
+            elif isinstance(m, Stage):
+                m.lean_fuse = m.pa_deform.lean = "align-lean" in chosen
         self.bandwidth_savers = "+".join(n for n in BANDWIDTH_SAVERS if n in chosen) or "none"
 
     def compile_blocks(self, parts: str = "ffn") -> None:

@@ -234,7 +234,9 @@ class WindowAttention(nn.Module):
         self.scale = qk_scale or (dim // num_heads) ** -0.5
         self.mutual = mutual
         self.impl = "fused"
-        self.split_proj = True  # mutual projection without concatenations (VRT.set_bandwidth_savers)
+        # bandwidth savers (VRT.set_bandwidth_savers): the same numbers with fewer bytes moved
+        self.split_proj = True  # mutual projection without concatenations
+        self.fast_bias = True  # relative position bias as one gather in its final layout
         wd, wh, ww = window
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1), num_heads)
@@ -248,7 +250,21 @@ class WindowAttention(nn.Module):
             self.qkv_mut = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def _heads(self, qkv: torch.Tensor) -> torch.Tensor:
+    def relative_bias(self, n: int) -> torch.Tensor:
+        """Relative position bias ``(nH, n, n)`` of the first ``n`` window tokens, in the table's dtype.
+
+        With ``fast_bias`` the table is gathered straight into the ``(nH, n, n)`` layout (``index_select`` on
+        the transposed table: no permuted copy; its backward is one ``index_add`` instead of the sorting
+        ``index_put`` that advanced indexing runs); the values are the same.
+        """
+        if not self.fast_bias:
+            return relative_position_bias(self.relative_position_bias_table, self.relative_position_index, n)
+        index = self.relative_position_index
+        flat = index.view(-1) if n == index.shape[0] else index[:n, :n].reshape(-1)
+        return self.relative_position_bias_table.t().index_select(1, flat).view(-1, n, n)
+
+    def split_heads(self, qkv: torch.Tensor) -> torch.Tensor:
+        """``(B*nW, N, 3C)`` projections to q, k, v views ``(3, B*nW, nH, N, hd)`` (no copy)."""
         bw, n, _ = qkv.shape
         return qkv.view(bw, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # 3 B*nW nH N hd
 
@@ -275,8 +291,8 @@ class WindowAttention(nn.Module):
         """
         bw, n, c = x.shape
         groups, half_groups = mask_groups if mask_groups is not None else (None, None)
-        q, k, v = self._heads(self.qkv_self(x))
-        rel_bias = relative_position_bias(self.relative_position_bias_table, self.relative_position_index, n)
+        q, k, v = self.split_heads(self.qkv_self(x))
+        rel_bias = self.relative_bias(n)
         out = window_attention(
             q, k, v, scale=self.scale, rel_bias=rel_bias, mask=mask, mask_windows=mask_windows, mask_groups=groups,
             impl=self.impl,
@@ -286,7 +302,7 @@ class WindowAttention(nn.Module):
             return self.proj(out)
         half = n // 2
         pos = self.position_bias.to(x.dtype).repeat(1, 2, 1)  # 1 N C: same encoding for both frames
-        q, k, v = self._heads(self.qkv_mut(x + pos))
+        q, k, v = self.split_heads(self.qkv_mut(x + pos))
         q1, q2 = q[:, :, :half], q[:, :, half:]
         k1, k2 = k[:, :, :half], k[:, :, half:]
         v1, v2 = v[:, :, :half], v[:, :, half:]

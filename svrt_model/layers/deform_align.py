@@ -76,6 +76,7 @@ class FlowGuidedDeformAlign(nn.Module):
         nn.init.zeros_(self.conv_offset[-1].weight)
         nn.init.zeros_(self.conv_offset[-1].bias)
         self.backend = "auto"  # of kernels.deform_conv.deform_conv2d; a run-time switch
+        self.lean = True  # offsets without the concatenated and repeated copies (VRT.set_bandwidth_savers)
 
     def offsets_and_mask(
         self, warped: torch.Tensor, current: torch.Tensor, flow: torch.Tensor
@@ -89,7 +90,16 @@ class FlowGuidedDeformAlign(nn.Module):
         """
         out = self.conv_offset(torch.cat([warped, current, flow.to(warped.dtype)], dim=1))
         # Positions need float32 at least: a bf16 offset of 20 px is only good to 1/8 px.
-        out = out.to(torch.promote_types(out.dtype, torch.float32))
+        wide = torch.promote_types(out.dtype, torch.float32)
+        if self.lean:
+            # cat(o1, o2) of the three chunks is the first two thirds of the channels: a view, not a copy;
+            # the flow is added by broadcasting over the (group, tap) pairs instead of a repeated copy
+            taps = out.shape[1] // 3
+            o12, m = out.split([2 * taps, taps], dim=1)
+            offset = self.max_residue_magnitude * torch.tanh(o12.to(wide))  # N (G 9 2) H W
+            offset = (offset.unflatten(1, (taps, 2)) + flow.flip(1).to(wide).unsqueeze(1)).flatten(1, 2)
+            return offset, torch.sigmoid(m.to(wide))
+        out = out.to(wide)
         o1, o2, m = torch.chunk(out, 3, dim=1)
         offset = self.max_residue_magnitude * torch.tanh(torch.cat((o1, o2), dim=1))
         offset = offset + flow.flip(1).to(offset.dtype).repeat(1, offset.shape[1] // 2, 1, 1)

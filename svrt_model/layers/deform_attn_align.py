@@ -62,6 +62,7 @@ class FlowGuidedDeformAttnAlign(nn.Module):
         hidden = int(channels * mlp_ratio)
         self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.GELU(), nn.Conv2d(hidden, channels, 1))
         self.backend = "auto"  # of kernels.deform_attn.deform_attn; a run-time switch
+        self.lean = True  # the flow added by broadcasting, not as a repeated copy (VRT.set_bandwidth_savers)
 
     def offsets(self, warped: torch.Tensor, current: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         """Sampling offsets ``(N, G*9*2, H, W)`` (dy, dx) around each 3x3 tap, float32 or wider.
@@ -74,6 +75,8 @@ class FlowGuidedDeformAttnAlign(nn.Module):
         out = self.conv_offset(torch.cat([warped, current, flow.to(warped.dtype)], dim=1))
         out = out.to(torch.promote_types(out.dtype, torch.float32))  # positions need float32 at least
         offset = self.max_residue_magnitude * torch.tanh(out)
+        if self.lean:  # N (G 9 2) H W plus the (dy, dx) flow of each pixel
+            return (offset.unflatten(1, (-1, 2)) + flow.flip(1).to(offset.dtype).unsqueeze(1)).flatten(1, 2)
         return offset + flow.flip(1).to(offset.dtype).repeat(1, offset.shape[1] // 2, 1, 1)
 
     def forward(

@@ -143,6 +143,7 @@ class Stage(nn.Module):
         self.pa_deform = make_alignment(alignment, dim, deformable_groups, max_residue_magnitude)
         self.pa_fuse = MlpGEGLU(3 * dim, 3 * dim, dim)
         self.checkpoint_align = False
+        self.lean_fuse = True  # pa_fuse's input built channels-last in one copy (VRT.set_bandwidth_savers)
 
     def forward(self, x: torch.Tensor, flows_backward: torch.Tensor, flows_forward: torch.Tensor) -> torch.Tensor:
         """Run the stage.
@@ -164,5 +165,9 @@ class Stage(nn.Module):
             )
         else:
             x_backward, x_forward = parallel_warp(self.pa_deform, frames, flows_backward, flows_forward)
-        fused = torch.cat([frames, x_backward, x_forward], dim=2).permute(0, 1, 3, 4, 2)  # B D H W 3C
+        if self.lean_fuse:  # one copy straight into the channels-last layout the MLP reads
+            aligned = [a.permute(0, 1, 3, 4, 2) for a in (x_backward, x_forward)]  # B D H W C views
+            fused = torch.cat([x, *aligned], dim=4)  # B D H W 3C
+        else:  # a channels-first copy, then another when the MLP's GEMM makes its input contiguous
+            fused = torch.cat([frames, x_backward, x_forward], dim=2).permute(0, 1, 3, 4, 2)  # B D H W 3C
         return self.pa_fuse(fused)

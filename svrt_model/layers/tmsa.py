@@ -18,6 +18,7 @@ from svrt_model.layers.attention import WindowAttention
 from svrt_model.layers.autocast import to_autocast_dtype
 from svrt_model.layers.drop_path import DropPath
 from svrt_model.layers.mlp import MlpGEGLU
+from svrt_model.layers.segment_attention import segment_attention
 from svrt_model.layers.window import (
     MaskGroups,
     effective_window,
@@ -29,6 +30,7 @@ from svrt_model.layers.window import (
     window_partition,
     window_reverse,
 )
+from svrt_model.layers.window_plan import WindowPlan, gather_windows, scatter_windows, window_plan
 
 __all__ = ["RTMSA", "TMSA", "TMSAG"]
 
@@ -76,6 +78,9 @@ class TMSA(nn.Module):
         # bandwidth savers (VRT.set_bandwidth_savers): same numbers, fewer bytes moved and kept
         self.fused_residual = True  # stochastic depth applied inside the residual addition
         self.grouped_masks = True  # shifted-window masks as one broadcast bias per mask pattern
+        self.window_gather = True  # pad + roll + partition as one gather, the reverse as one scatter
+        self.mask_split = True  # windows grouped by mask pattern: each attends once (needs window_gather)
+        self.pad_skip = True  # no query rows / mutual direction for zero-padded frames (needs mask_split)
         self._attention_fn = self.attention_core  # replaced by compiled versions through compile_parts()
         self._mlp_fn = self.mlp_core
 
@@ -90,10 +95,19 @@ class TMSA(nn.Module):
 
     def attention_core(
         self, x: torch.Tensor, win: Size3, shift: Size3, mask: torch.Tensor | None, mask_windows: torch.Tensor | None,
-        groups: tuple[MaskGroups, MaskGroups] | None = None,
+        groups: tuple[MaskGroups, MaskGroups] | None = None, plan: WindowPlan | None = None,
     ) -> torch.Tensor:
-        """norm1, pad, roll, window attention, reverse, roll back, crop (no stochastic depth)."""
+        """norm1, pad, roll, window attention, reverse, roll back, crop (no stochastic depth).
+
+        With a ``plan`` the padding, roll and partition are one gather and the way back one scatter; a plan
+        that groups windows by mask pattern attends segment by segment (``mask`` etc. unused).
+        """
         b, d, h, w, _ = x.shape
+        if plan is not None:
+            tokens = gather_windows(to_autocast_dtype(self.norm1(x)), plan)  # padding tokens zero, after the norm
+            if plan.split:
+                return scatter_windows(segment_attention(self.attn, tokens, plan), plan)
+            return scatter_windows([self.attn(tokens, mask, mask_windows, groups)], plan)
         x = pad_to_windows(to_autocast_dtype(self.norm1(x)), win)  # pad after the norm: padded tokens are zeros
         size = tuple(x.shape[1:4])
         if mask is not None:
@@ -108,17 +122,23 @@ class TMSA(nn.Module):
 
     def attention_branch(self, x: torch.Tensor) -> torch.Tensor:
         """The attention branch without stochastic depth: ``(B, D, H, W, C)`` to the same shape."""
-        _, d, h, w, _ = x.shape
+        b, d, h, w, _ = x.shape
         win, shift = effective_window((d, h, w), self.window, self.shift)
-        mask = mask_windows = groups = None
-        if any(s > 0 for s in shift):
+        mask = mask_windows = groups = plan = None
+        shifted = any(s > 0 for s in shift)
+        if self.window_gather and (shifted or padded_size((d, h, w), win) != (d, h, w)):
+            plan = window_plan(b, (d, h, w), win, shift, x.device, split=self.mask_split,
+                               skip_pads=self.mask_split and self.pad_skip, half=self.attn.mutual)
+            if plan.split:  # the segments carry their mask patterns: no per-window mask on the device
+                return self._attention_fn(x, win, shift, None, None, None, plan)
+        if shifted:
             size = padded_size((d, h, w), win)
             mask = shifted_window_mask(size, win, shift, x.device)
             mask_windows = masked_windows(size, win, shift, x.device)
             if self.grouped_masks:
                 n = win[0] * win[1] * win[2]
                 groups = (mask_groups(size, win, shift, x.device), mask_groups(size, win, shift, x.device, n // 2))
-        return self._attention_fn(x, win, shift, mask, mask_windows, groups)
+        return self._attention_fn(x, win, shift, mask, mask_windows, groups, plan)
 
     def attention_part(self, x: torch.Tensor) -> torch.Tensor:
         """The attention branch (before the residual add): ``(B, D, H, W, C)`` to the same shape."""

@@ -20,6 +20,7 @@ __all__ = [
     "padded_size",
     "pad_to_windows",
     "MaskGroups",
+    "clear_mask_caches",
     "mask_groups",
     "masked_windows",
     "shifted_window_mask",
@@ -150,3 +151,10 @@ def mask_groups(
     """
     tokens = window[0] * window[1] * window[2] if tokens is None else tokens
     return _mask_groups(tuple(size), tuple(window), tuple(shift), int(tokens), str(torch.device(device)))
+
+
+def clear_mask_caches() -> None:
+    """Forget the cached masks, masked-window lists and groups (they hold device memory: ~0.9 GB of float32 masks
+    for svrt_base at 5x256x256); the next call rebuilds what it needs."""
+    for cached in (_shifted_window_mask, _masked_windows, _mask_groups):
+        cached.cache_clear()

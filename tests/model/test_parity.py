@@ -44,12 +44,13 @@ def _check_fingerprints(seen: dict[str, torch.Tensor], stages: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    ("run_name", "impl"),
-    [("spynet", "fused"), ("given", "fused"), ("given", "plain")],
+    ("run_name", "impl", "savers"),  # the bandwidth savers change no number: the golden holds with and without
+    [("spynet", "fused", "all"), ("given", "fused", "all"), ("given", "plain", "all"), ("given", "fused", "none")],
 )
-def test_golden_output(shared_dir, run_name: str, impl: str) -> None:
+def test_golden_output(shared_dir, run_name: str, impl: str, savers: str) -> None:
     model, run, x = load_golden_model(shared_dir, run_name)
     model.set_attention(impl)
+    model.set_bandwidth_savers(savers)
     seen = _capture(model)
     with torch.no_grad():
         if run["flows"] is None:  # the model's own SpyNet flows must match the official ones first

@@ -29,9 +29,12 @@ def _probe(name: str, values: torch.Tensor, fp: dict) -> None:
     assert abs(flat.mean().item() - fp["mean"]) <= TOL and abs(flat.std().item() - fp["std"]) <= TOL, name
 
 
-@pytest.mark.parametrize(("run_name", "impl"), [("spynet", "fused"), ("given", "fused"), ("given", "reference")])
-def test_golden_run(shared_dir, run_name: str, impl: str) -> None:
+@pytest.mark.parametrize(("run_name", "impl", "savers"), [  # the backbone's bandwidth savers on (default) and off
+    ("spynet", "fused", "all"), ("given", "fused", "all"), ("given", "reference", "all"), ("given", "fused", "none"),
+])
+def test_golden_run(shared_dir, run_name: str, impl: str, savers: str) -> None:
     model, golden = golden_model(shared_dir, impl)
+    model.vrt.set_bandwidth_savers(savers)
     ref = golden["runs"][run_name]
     flows = None if run_name == "spynet" else (
         [f.double() for f in ref["flows_backward"]], [f.double() for f in ref["flows_forward"]]
