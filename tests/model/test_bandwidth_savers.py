@@ -20,7 +20,7 @@ from svrt_model.layers.deform_attn_align import FlowGuidedDeformAttnAlign
 from svrt_model.layers.mlp import MlpGEGLU
 from svrt_model.layers.window import mask_groups, masked_windows, shifted_window_mask
 from svrt_model.layers.window_plan import clear_window_caches
-from svrt_model.vrt import BANDWIDTH_SAVERS, SAVER_NEEDS
+from svrt_model.vrt import BANDWIDTH_SAVERS, COMPILE_SAVERS, SAVER_NEEDS
 from tests.model.golden import micro_model
 from tests.model.spike_reference import build, inputs, micro_config
 
@@ -315,3 +315,19 @@ def test_switches_and_checkpoint_parts() -> None:
             assert not block.checkpoint_ffn
     model.set_grad_checkpointing("none")
     model.set_bandwidth_savers("all")
+
+
+def test_compiled_blocks_keep_only_the_compile_savers() -> None:
+    """Compiling keeps the savers verified under torch.compile on the GPU and going back to eager restores the
+    user's set (nothing is compiled here: torch.compile is lazy)."""
+    model = _small_vrt()
+    model.set_bandwidth_savers("residual+window-gather+mask-split+mlp-packed")
+    model.compile_blocks("attn")
+    assert model.bandwidth_savers == "residual"
+    blocks = [m for m in model.modules() if hasattr(m, "window_gather")]
+    assert blocks and not any(b.window_gather or b.mask_split for b in blocks)
+    model.compile_blocks("attn+ffn")  # still compiled: the set saved first is the one restored
+    model.compile_blocks("none")
+    assert model.bandwidth_savers == "residual+window-gather+mask-split+mlp-packed"
+    assert all(b.window_gather and b.mask_split for b in blocks)
+    assert set(COMPILE_SAVERS) < set(BANDWIDTH_SAVERS)

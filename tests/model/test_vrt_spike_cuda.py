@@ -182,7 +182,8 @@ def test_backbone_savers_and_memory_policy_keep_the_numbers(tiny_cuda, precision
             noise = _rel(again_grads[name], ref_grads[name])
             # an offset head's gradient moves with the sampling points: a rounding change that flips a point's
             # interpolation cell changes it more than the atomics' noise does (H200: 6.8e-4 vs noise 2.3e-5)
-            floor = 5e-3 if "conv_offset" in name and precision == "fp32" else 0.0
+            # (the round-2 savers reorder more float32 sums: a relative-position table's gradient moved 2.6e-4)
+            floor = (5e-3 if "conv_offset" in name else 1e-3) if precision == "fp32" else 0.0
             assert _rel(grads[name], ref_grads[name]) <= max(20 * tol, 10 * noise, floor), name
 
 
