@@ -59,7 +59,7 @@ from svrt_model.errors import UntrainedSpyNetWarning  # noqa: E402
 from svrt_model.kernel_profile import format_kernel_tables, kernel_events, summarize_kernels  # noqa: E402
 from svrt_model.layers.window_plan import clear_window_caches  # noqa: E402
 from svrt_model.precision import precision_context  # noqa: E402
-from svrt_model.vrt import BANDWIDTH_SAVERS, SAVER_NEEDS  # noqa: E402
+from svrt_model.vrt import BANDWIDTH_SAVERS, with_needed_savers  # noqa: E402
 
 SHAPE = (1, 5, 3, 256, 256)
 BINS = 32
@@ -111,19 +111,13 @@ SUITES["speed"] = [
 ]
 
 
-def _with_needs(name: str) -> str:
-    """``name`` and the savers it needs (``SAVER_NEEDS``), in ``BANDWIDTH_SAVERS`` order."""
-    names = {name}
-    while name in SAVER_NEEDS:
-        name = SAVER_NEEDS[name]
-        names.add(name)
-    return "+".join(n for n in BANDWIDTH_SAVERS if n in names)
 
 
 # The lead's short saver comparison (~11 rows, a few minutes): no savers, all, and each saver alone (with
 # the savers it needs) on the bf16 training step of the default policy.
 SUITES["savers"] = [
-    f"bf16:attn+ffn:full:none:graph:savers={s}" for s in ("none", "all", *(_with_needs(n) for n in BANDWIDTH_SAVERS))
+    f"bf16:attn+ffn:full:none:graph:savers={s}"
+    for s in ("none", "all", *(with_needed_savers(n) for n in BANDWIDTH_SAVERS))
 ]
 SUITES["all"] = SUITES["default"] + SUITES["compile"]
 _OPTIONS = ("spike_ckpt", "spike_attn", "chunk", "deform", "savers", "drop")

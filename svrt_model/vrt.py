@@ -34,7 +34,7 @@ from svrt_model.layers.tmsa import RTMSA, TMSA
 
 __all__ = [
     "BANDWIDTH_SAVERS", "CHECKPOINT_PARTS", "COMPILE_SAVERS", "SAVER_NEEDS", "EncoderHook", "Flows", "VRT",
-    "align_images",
+    "align_images", "with_needed_savers",
 ]
 
 EncoderHook = Callable[[int, torch.Tensor], torch.Tensor]
@@ -56,6 +56,18 @@ H200. With the others on, the compiled tiny S-VRT's float32 gradients differed f
 compiling turns them off and ``compile_blocks("none")`` restores them."""
 SAVER_NEEDS = {"mask-split": "window-gather", "pad-skip": "mask-split"}
 """Savers that only exist on top of another (a plan's segments need its gather; skipped rows need segments)."""
+
+
+def with_needed_savers(name: str) -> str:
+    """``name`` and the savers it needs (:data:`SAVER_NEEDS`), ``+``-joined in :data:`BANDWIDTH_SAVERS` order:
+    the smallest valid ``set_bandwidth_savers`` argument that turns ``name`` on."""
+    names = {name}
+    while name in SAVER_NEEDS:
+        name = SAVER_NEEDS[name]
+        names.add(name)
+    return "+".join(n for n in BANDWIDTH_SAVERS if n in names)
+
+
 _RESHAPES = ("none", "down", "down", "down", "up", "up", "up")
 _FLOW_LEVELS = 4
 _STAGE_FLOW_LEVEL = (0, 1, 2, 3, 2, 1, 0)

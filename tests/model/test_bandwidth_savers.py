@@ -20,7 +20,7 @@ from svrt_model.layers.deform_attn_align import FlowGuidedDeformAttnAlign
 from svrt_model.layers.mlp import MlpGEGLU
 from svrt_model.layers.window import mask_groups, masked_windows, shifted_window_mask
 from svrt_model.layers.window_plan import clear_window_caches
-from svrt_model.vrt import BANDWIDTH_SAVERS, COMPILE_SAVERS, SAVER_NEEDS
+from svrt_model.vrt import BANDWIDTH_SAVERS, COMPILE_SAVERS, SAVER_NEEDS, with_needed_savers
 from tests.model.golden import micro_model
 from tests.model.spike_reference import build, inputs, micro_config
 
@@ -331,3 +331,12 @@ def test_compiled_blocks_keep_only_the_compile_savers() -> None:
     assert model.bandwidth_savers == "residual+window-gather+mask-split+mlp-packed"
     assert all(b.window_gather and b.mask_split for b in blocks)
     assert set(COMPILE_SAVERS) < set(BANDWIDTH_SAVERS)
+
+
+def test_with_needed_savers_adds_what_a_saver_needs() -> None:
+    assert with_needed_savers("pad-skip") == "window-gather+mask-split+pad-skip"
+    assert with_needed_savers("rel-bias") == "rel-bias"
+    model = _small_vrt()
+    for name in BANDWIDTH_SAVERS:  # each is a valid set on its own
+        model.set_bandwidth_savers(with_needed_savers(name))
+        assert name in model.bandwidth_savers.split("+")

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from svrt_model import svrt_tiny
-from svrt_model.vrt import BANDWIDTH_SAVERS, SAVER_NEEDS
+from svrt_model.vrt import BANDWIDTH_SAVERS, with_needed_savers
 from tests.model.spike_reference import build, inputs
 
 pytestmark = pytest.mark.needs_cuda
@@ -27,15 +27,9 @@ pytestmark = pytest.mark.needs_cuda
 DEV = "cuda"
 
 
-def _with_needs(name: str) -> str:
-    names = {name}
-    while name in SAVER_NEEDS:
-        name = SAVER_NEEDS[name]
-        names.add(name)
-    return "+".join(n for n in BANDWIDTH_SAVERS if n in names)
 
 
-SAVER_SETS = ["all", *(_with_needs(n) for n in BANDWIDTH_SAVERS)]
+SAVER_SETS = ["all", *(with_needed_savers(n) for n in BANDWIDTH_SAVERS)]
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
