@@ -277,7 +277,13 @@ def _build_run(data: Mapping[str, Any], origin: Origin) -> RunConfig:
         )
     kinds = {"data": DataConfig, "train": TrainConfig, "loss": LossConfig, "log": LogConfig}
     sections = {name: build(cls, data.get(name) or {}, prefix=name, origin=origin) for name, cls in kinds.items()}
-    return RunConfig(model=_model_section(data.get("model"), origin), **sections)
+    run = RunConfig(model=_model_section(data.get("model"), origin), **sections)
+    if run.model.config.spike_input == "raw" and run.data.spike_input != "raw":
+        raise RunConfigError(
+            f"{origin('data.spike_input')}: model.spike_input='raw' (the learnable accumulator) reads packed bits, "
+            f"but data.spike_input={run.data.spike_input!r} loads voxels; set data.spike_input=raw"
+        )
+    return run
 
 
 def preset_path(name: str) -> Path:

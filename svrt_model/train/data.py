@@ -64,8 +64,8 @@ def resolve_spike_stats(cfg: RunConfig, store: str | os.PathLike) -> RunConfig:
     """``cfg`` with ``data.spike_mean`` / ``spike_std`` filled from the training split when normalisation is on
     and they are unset (per bin, after ``log1p`` when on; deterministic in ``data.seed``)."""
     d = cfg.data
-    if not d.normalize or d.spike_mean is not None:
-        return cfg
+    if not d.normalize or d.spike_mean is not None or cfg.model.config.spike_input == "raw":
+        return cfg  # a model fed bits normalises nothing: its accumulator's output goes to the encoder
     bins = cfg.model.config.spike_bins if d.spike_input == "raw" else None
     stats = store_voxel_stats(store, d.train_split, bins=bins, log1p=d.log1p, per_bin=True,
                               max_frames=d.stats_frames, seed=d.seed)
@@ -77,8 +77,11 @@ def build_transform(cfg: RunConfig) -> SpikeTransform:
     """The batch transform a run trains (and is evaluated) with: RGB to [0, 1], ``log1p`` and the recorded
     spike normalisation. Call after :func:`resolve_spike_stats` (or on a checkpoint's config)."""
     d = cfg.data
-    stats = {"mean": list(d.spike_mean), "std": list(d.spike_std)} if d.normalize and d.spike_mean else {}
     raw = d.spike_input == "raw"
+    if cfg.model.config.spike_input == "raw":  # packed bits and bin ranges for the model's accumulator
+        return SpikeTransform(spike_input="raw", bins=cfg.model.config.spike_bins, raw_output="bits",
+                              dtype=_DTYPES[cfg.train.precision])
+    stats = {"mean": list(d.spike_mean), "std": list(d.spike_std)} if d.normalize and d.spike_mean else {}
     return SpikeTransform(spike_input=d.spike_input, bins=cfg.model.config.spike_bins if raw else None,
                           log1p=d.log1p, dtype=_DTYPES[cfg.train.precision], **stats)
 

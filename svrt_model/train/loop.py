@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from kernels.spike_accumulate import spike_accumulate
 from svrt_data import SpikeDeblurDataset
 from svrt_data.loader.collate import move_batch
 from svrt_model import VRTSpike
@@ -86,6 +87,16 @@ def build_model(cfg: RunConfig, device: torch.device) -> VRTSpike:
     if cfg.train.precision == "fp64":
         model = model.double()
     return model.to(device)
+
+
+def shown_counts(x: dict[str, Any], raw: dict[str, Any]) -> torch.Tensor:
+    """The spike counts a PNG grid shows, ``(B, T, K, Hs, Ws)``: the stored voxels, the transformed ones, or for
+    packed bits (``spike_input='raw'``) the count voxels of the first clip's bins (gamma = 1)."""
+    if "spike_bin_ranges" in x:
+        bits, ranges = x["spike_bits"][:1], x["spike_bin_ranges"][:1]
+        ones = torch.ones(ranges.shape[2], device=bits.device)
+        return spike_accumulate(bits, ranges, ones, backend="torch")
+    return raw["spikes"] if raw["spikes"].dtype == torch.uint8 else x["spikes"]
 
 
 def validation_tile(cfg: RunConfig) -> Tile | None:
@@ -316,8 +327,7 @@ def _train(config: RunConfig, store: str | os.PathLike, run_dir: Path, resume: b
                                clips_s=f"{record['clips_per_s']:.1f}", wait=f"{100 * record['data_wait']:.0f}%")
                 window = {"loss": 0.0, "n": 0, "wait": 0.0, "start": time.perf_counter(), "steps": 0}
             if log.image_every and step % log.image_every == 0:
-                x, raw = out["result"]["input"], out["raw"]
-                shown = dict(x, counts=raw["spikes"] if raw["spikes"].dtype == torch.uint8 else x["spikes"])
+                shown = dict(out["result"]["input"], counts=shown_counts(out["result"]["input"], out["raw"]))
                 logger.images(step, shown, out["result"]["output"])
             del out
             improved = False

@@ -16,6 +16,7 @@ from torch import nn
 from svrt_data import SpikeTransform
 from svrt_model.errors import ModelInputError
 from svrt_model.losses import DeblurLoss
+from svrt_model.spike.inputs import RawSpikes
 
 __all__ = ["DeblurTask"]
 
@@ -45,7 +46,8 @@ class DeblurTask(nn.Module):
         if "sharp" not in batch:
             raise ModelInputError("DeblurTask: the batch has no 'sharp' frames; train on a split with sharp frames")
         x = self.transform(batch)
-        output = self.model(x["blur"], x["spikes"])
+        spikes = RawSpikes.from_batch(x) if "spike_bin_ranges" in x else x["spikes"]  # bits for spike_input='raw'
+        output = self.model(x["blur"], spikes)
         # the loss in at least float32: bf16/fp16 outputs of autocast would round the small differences away
         dtype = torch.promote_types(output.dtype, torch.float32)
         terms = self.loss(output.to(dtype), x["sharp"].to(dtype))
