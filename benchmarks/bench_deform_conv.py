@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from kernels.deform_conv import deform_conv2d
+from svrt_model.profiling import cuda_event_ms
 
 
 @dataclass(frozen=True)
@@ -96,15 +97,7 @@ def cast(t: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tens
 def median_ms(fn: Callable[[], None], reps: int, warmup: int = 3) -> float:
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(cuda_event_ms(fn, reps))
 
 
 def run_step(backend: str, t: dict[str, torch.Tensor], grad_out: torch.Tensor, dtype: torch.dtype):

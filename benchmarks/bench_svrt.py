@@ -59,6 +59,7 @@ from svrt_model.errors import UntrainedSpyNetWarning  # noqa: E402
 from svrt_model.kernel_profile import format_kernel_tables, kernel_events, summarize_kernels  # noqa: E402
 from svrt_model.layers.window_plan import clear_window_caches  # noqa: E402
 from svrt_model.precision import precision_context  # noqa: E402
+from svrt_model.profiling import cuda_event_ms  # noqa: E402
 from svrt_model.vrt import BANDWIDTH_SAVERS, with_needed_savers  # noqa: E402
 
 SHAPE = (1, 5, 3, 256, 256)
@@ -178,17 +179,6 @@ def inputs(spikes: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tenso
     return rgb, vox, target
 
 
-def _timed(fn, iters: int) -> list[float]:
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return times
-
 
 def measure_train(model: VRTSpike, row: dict[str, str], iters: int, warmup: int) -> dict[str, float]:
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -238,7 +228,7 @@ def measure_train(model: VRTSpike, row: dict[str, str], iters: int, warmup: int)
         step()
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    times = _timed(step, iters)
+    times = cuda_event_ms(step, iters)
     peak = max(torch.cuda.max_memory_allocated() / 2**30, capture_peak)
     return {"train_ms": statistics.median(times), "train_min": min(times), "train_max": max(times),
             "train_gib": peak, "first_s": first}
@@ -265,7 +255,7 @@ def measure_forward(model: VRTSpike, row: dict[str, str], iters: int, warmup: in
             forward()
         step = graph.replay
         step()
-    times = _timed(step, iters)
+    times = cuda_event_ms(step, iters)
     peak = torch.cuda.max_memory_allocated() / 2**30
     model.train()
     return {"forward_ms": statistics.median(times), "forward_gib": peak}

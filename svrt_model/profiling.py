@@ -18,6 +18,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,19 @@ class ProfileResult:
     peak_gib: float
     iters: int
     first_call_s: float
+
+
+def cuda_event_ms(fn: Callable[[], object], iters: int, device: torch.device | str | None = None) -> list[float]:
+    """``iters`` timings of ``fn`` in ms, each between two CUDA events and a synchronisation of ``device``."""
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        times.append(start.elapsed_time(end))
+    return times
 
 
 def _build(config: VRTConfig | VRTSpikeConfig, device: torch.device, seed: int) -> VRT | VRTSpike:
@@ -186,14 +200,7 @@ def profile_vrt(
             step()
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
-        times = []
-        for _ in range(iters):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            torch.cuda.synchronize(dev)
-            times.append(start.elapsed_time(end))
+        times = cuda_event_ms(step, iters, dev)
         peak = torch.cuda.max_memory_allocated(dev) / 2**30
         if graph:
             peak = max(peak, capture_peak)

@@ -39,7 +39,7 @@ from svrt_model.metrics import to_uint8
 from svrt_model.precision import precision_context
 from svrt_model.restore.packed import pack_bits, unpack_bits
 from svrt_model.restore.tiling import InputRules, Tile, axis_plan, mirror_index, with_clip_len
-from svrt_model.spike.inputs import RawSpikes
+from svrt_model.spike.inputs import RawSpikes, model_spikes
 from svrt_model.vrt import VRT
 
 __all__ = [
@@ -258,7 +258,7 @@ def restore_sequences(
     inputs: dict[str, dict[str, torch.Tensor]] = {}
     for batch in clips:
         x = transform(move_batch(batch, device))
-        spikes = RawSpikes.from_batch(x) if "spike_bin_ranges" in x else x.get("spikes")
+        spikes = model_spikes(x)
         out = restore_clip(model, x["blur"], spikes, tile=tile, rules=rules, batch_size=batch_size,
                            precision=precision)
         assembler.add(out, batch["sequence"], batch["frames"])

@@ -23,7 +23,7 @@ from svrt_model.errors import ModelConfigError, ModelInputError
 from svrt_model.spike.accumulator import SpikeAccumulator
 
 __all__ = ["RESIZES", "RawSpikeInput", "RawSpikes", "VoxelInput", "build_spike_input", "early_spike_channels",
-           "resize_frames"]
+           "model_spikes", "resize_frames"]
 
 RESIZES = ("bilinear", "upfirdn2d")
 """How spike features are resized to an RGB size: ``bilinear`` (``F.interpolate``, ``align_corners=False``,
@@ -67,6 +67,12 @@ class RawSpikes:
                 "transform it with SpikeTransform(spike_input='raw', bins=K, raw_output='bits')"
             )
         return cls(batch["spike_bits"], batch["spike_bin_ranges"])
+
+
+def model_spikes(batch: Mapping[str, Any]) -> torch.Tensor | RawSpikes | None:
+    """What ``VRTSpike`` takes from a transformed batch: :class:`RawSpikes` where the transform handed over
+    bits (``raw_output="bits"``), else the voxels (None without spikes)."""
+    return RawSpikes.from_batch(batch) if "spike_bin_ranges" in batch else batch.get("spikes")
 
 
 class VoxelInput(nn.Module):

@@ -16,7 +16,7 @@ from torch import nn
 from svrt_data import SpikeTransform
 from svrt_model.errors import ModelInputError
 from svrt_model.losses import DeblurLoss
-from svrt_model.spike.inputs import RawSpikes
+from svrt_model.spike.inputs import model_spikes
 
 __all__ = ["DeblurTask"]
 
@@ -46,8 +46,7 @@ class DeblurTask(nn.Module):
         if "sharp" not in batch:
             raise ModelInputError("DeblurTask: the batch has no 'sharp' frames; train on a split with sharp frames")
         x = self.transform(batch)
-        spikes = RawSpikes.from_batch(x) if "spike_bin_ranges" in x else x["spikes"]  # bits for spike_input='raw'
-        output = self.model(x["blur"], spikes)
+        output = self.model(x["blur"], model_spikes(x))
         # the loss in at least float32: bf16/fp16 outputs of autocast would round the small differences away
         dtype = torch.promote_types(output.dtype, torch.float32)
         terms = self.loss(output.to(dtype), x["sharp"].to(dtype))

@@ -25,10 +25,11 @@ from tests.model.golden import micro_model
 from tests.model.spike_reference import build, inputs, micro_config
 
 
-def _small_vrt() -> VRT:
-    """VRT with 4x4 windows (32x32 frames), 2 blocks per stage, stochastic depth 0.3, random offset heads."""
+def _small_vrt(**changes: object) -> VRT:
+    """VRT with 4x4 windows (32x32 frames), 2 blocks per stage, stochastic depth 0.3, random offset heads;
+    ``changes``: other VRTConfig fields."""
     torch.manual_seed(0)
-    cfg = dataclasses.replace(micro_config(frames=3).vrt, drop_path_rate=0.3)
+    cfg = dataclasses.replace(micro_config(frames=3).vrt, drop_path_rate=0.3, **changes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedSpyNetWarning)
         model = VRT(cfg).double()
@@ -70,15 +71,8 @@ _LEAVE_OUT = ["pad-skip", "mask-split+pad-skip", "window-gather+mask-split+pad-s
 def _shifting_vrt() -> VRT:
     """As :func:`_small_vrt` with 4 blocks per stage split 2 + 2 (and 2 in stage 8): every group has a shifted
     block (``_small_vrt``'s groups hold one unshifted block each)."""
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(micro_config(frames=3).vrt, drop_path_rate=0.3, mul_attn_ratio=0.5,
-                              depths=(4,) * 7 + (2,))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
-        model = VRT(cfg).double()
+    model = _small_vrt(mul_attn_ratio=0.5, depths=(4,) * 7 + (2,))
     with torch.no_grad():
-        for i in range(1, 8):
-            torch.nn.init.normal_(getattr(model, f"stage{i}").pa_deform.conv_offset[-1].weight, std=0.05)
         for m in model.modules():  # a trained table's size: the init's 0.02 would hide a wrong lookup
             if isinstance(m, WindowAttention):
                 m.relative_position_bias_table.normal_()

@@ -69,6 +69,12 @@ def tiny_cuda():
     return build(cfg, dtype=torch.float32).to(DEV), cfg
 
 
+def _clip_on_gpu(cfg):
+    """A 1x5x64x64 float32 clip on the GPU: rgb, half-size spikes and given flows."""
+    rgb, spikes, flows = inputs(1, 5, 64, 64, cfg.spike_bins, (32, 32))
+    return rgb.float().to(DEV), spikes.float().to(DEV), tuple([f.float().to(DEV) for f in level] for level in flows)
+
+
 def _step(model, rgb, spikes, flows, precision: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     model.zero_grad(set_to_none=True)
     with _autocast(precision):
@@ -107,9 +113,7 @@ def test_model_fused_matches_reference_and_chunking_changes_nothing(tiny_cuda, p
 def test_compiled_spike_blocks_match_eager(tiny_cuda) -> None:
     model, cfg = tiny_cuda
     model.train()
-    rgb, spikes, flows = inputs(1, 5, 64, 64, cfg.spike_bins, (32, 32))
-    rgb, spikes = rgb.float().to(DEV), spikes.float().to(DEV)
-    flows = tuple([f.float().to(DEV) for f in level] for level in flows)
+    rgb, spikes, flows = _clip_on_gpu(cfg)
     out, grads = _step(model, rgb, spikes, flows, "fp32")
     model.compile_blocks("spike")
     try:
@@ -162,9 +166,7 @@ def test_backbone_savers_and_memory_policy_keep_the_numbers(tiny_cuda, precision
     """The backbone's bandwidth savers and the attn-mutual/attn8 checkpoint parts on the GPU kernels."""
     model, cfg = tiny_cuda
     model.train()
-    rgb, spikes, flows = inputs(1, 5, 64, 64, cfg.spike_bins, (32, 32))
-    rgb, spikes = rgb.float().to(DEV), spikes.float().to(DEV)
-    flows = tuple([f.float().to(DEV) for f in level] for level in flows)
+    rgb, spikes, flows = _clip_on_gpu(cfg)
     model.vrt.set_bandwidth_savers("none")
     ref_out, ref_grads = _step(model, rgb, spikes, flows, precision)
     # the deformable conv's backward accumulates with atomics: the same step twice shows the noise floor
@@ -191,9 +193,7 @@ def test_compiled_backbone_cores_with_grouped_masks(tiny_cuda) -> None:
     """The attention cores compile with the grouped shifted-window masks as graph inputs."""
     model, cfg = tiny_cuda
     model.train()
-    rgb, spikes, flows = inputs(1, 5, 64, 64, cfg.spike_bins, (32, 32))
-    rgb, spikes = rgb.float().to(DEV), spikes.float().to(DEV)
-    flows = tuple([f.float().to(DEV) for f in level] for level in flows)
+    rgb, spikes, flows = _clip_on_gpu(cfg)
     out, grads = _step(model, rgb, spikes, flows, "fp32")
     model.compile_blocks("attn+ffn+spike")
     try:
