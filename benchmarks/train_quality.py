@@ -17,6 +17,10 @@
 Targets (issue 14): cross-attention >= +6 dB over the blurry input and >= +1 dB over ``rgb_only``.
 The datasets are built once under ``OUT/data`` and reused by later runs with the same parameters
 (``--rebuild`` forces it). Progress goes to stderr (tqdm) and one line per phase to stdout.
+
+``--jobs N`` trains up to N variants at once, each in its own process on the same device (log in
+``OUT/runs/VARIANT.log``). A small model's step is bound by kernel launches on the host, so three runs
+share one GPU at little cost to each; each row's clips/s is then that run's share, and the table says so.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (CPU runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rebuild", action="store_true", help="rebuild the datasets even if present")
+    p.add_argument("--jobs", type=int, default=1, help="variants trained at once, one process each")
+    p.add_argument("--row-json", type=Path, default=None, help=argparse.SUPPRESS)  # a --jobs child's result
     return p.parse_args(argv)
 
 
@@ -148,6 +155,39 @@ def run_variant(args: argparse.Namespace, fusion: str, train_store: Path, test_s
     return row
 
 
+def run_parallel(args: argparse.Namespace, variants: list[str], argv: list[str]) -> list[dict]:
+    """Each variant in its own process (this script, ``--variants V --row-json``), ``args.jobs`` at a time;
+    a variant that fails is reported with the end of its log and left out of the table."""
+    rows, pending, running = {}, list(variants), []
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    base, skip = [], False
+    for a in argv:  # this run's arguments without --jobs / --variants (and their values)
+        if skip or a.startswith(("--jobs", "--variants")):
+            skip = a in ("--jobs", "--variants")
+            continue
+        base.append(a)
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            fusion = pending.pop(0)
+            log = (args.out / "runs" / f"{fusion}.log").open("w")
+            cmd = [sys.executable, __file__, *base, "--variants", fusion, "--row-json",
+                   str(args.out / "runs" / f"{fusion}.json")]
+            running.append((fusion, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        time.sleep(1)
+        for item in [r for r in running if r[1].poll() is not None]:
+            fusion, proc, log = item
+            running.remove(item)
+            log.close()
+            row_file = args.out / "runs" / f"{fusion}.json"
+            if proc.returncode == 0 and row_file.exists():
+                rows[fusion] = json.loads(row_file.read_text())
+                print(f"{fusion}: done", flush=True)
+            else:
+                tail = (args.out / "runs" / f"{fusion}.log").read_text().splitlines()[-5:]
+                print(f"{fusion}: failed (exit {proc.returncode}); end of its log:\n  " + "\n  ".join(tail), flush=True)
+    return [rows[v] for v in variants if v in rows]
+
+
 def _cuda() -> bool:
     import torch
 
@@ -158,8 +198,9 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
     base = next((r for r in rows if r["fusion"] == "rgb_only"), None)
     head = ("| fusion | PSNR in | PSNR out | SSIM in | SSIM out | gain over blurry (dB) | gain over rgb_only (dB) "
             "| clips/s | data wait |")
+    shared = f"; {args.jobs} runs at once on one device (clips/s per run)" if args.jobs > 1 else ""
     out = [f"train_quality: {args.steps} steps, batch {args.batch}, T={args.clip_len}, crop {args.crop}, "
-           f"{args.dims} channels, {args.precision}; test photos {', '.join(TEST_PHOTOS)} (unseen in training)",
+           f"{args.dims} channels, {args.precision}; test photos {', '.join(TEST_PHOTOS)} (unseen in training){shared}",
            "", head, "| --- " * 9 + "|"]
     for r in rows:
         over_rgb = f"{r['psnr_output'] - base['psnr_output']:+.2f}" if base is not None else "-"
@@ -170,14 +211,24 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs: expected >= 1, got {args.jobs}")
     train_store, test_store = build_data(args)
-    rows = [run_variant(args, v, train_store, test_store) for v in variants]
+    if args.row_json is not None:  # a --jobs child: one variant, its row for the parent
+        row = run_variant(args, variants[0], train_store, test_store)
+        args.row_json.write_text(json.dumps(row))
+        return 0
+    if args.jobs > 1 and len(variants) > 1:
+        rows = run_parallel(args, variants, argv)
+    else:
+        rows = [run_variant(args, v, train_store, test_store) for v in variants]
     text = table(rows, args)
     print(text, flush=True)
     (args.out / "train_quality.md").write_text(text + "\n")

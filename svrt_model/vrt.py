@@ -138,7 +138,8 @@ class VRT(nn.Module):
         if config.spynet_path is not None:
             load_spynet_weights(self.spynet, config.spynet_path)
         self.set_grad_checkpointing("official")
-        self._eager_savers: str | None = None  # the savers to restore when compiled blocks go back to eager
+        self._requested_savers: frozenset[str] = frozenset()  # set_bandwidth_savers' choice, compiled or not
+        self._compiled = False  # any TMSA part compiled (compile_blocks): only COMPILE_SAVERS run then
         self.set_bandwidth_savers("all")
 
     # ------------------------------------------------------------------ run-time switches
@@ -218,7 +219,9 @@ class VRT(nn.Module):
     def set_bandwidth_savers(self, names: str = "all") -> None:
         """Switch the bandwidth savers (all on by default): changes that move, keep or compute less and never
         change the numbers beyond rounding order (the golden parity holds with any set; float64 on == off to
-        1e-12), so turning one off attributes its gain.
+        1e-12), so turning one off attributes its gain. While blocks are compiled (:meth:`compile_blocks`) only
+        the chosen savers of :data:`COMPILE_SAVERS` run, whichever is called first; the others switch on when
+        the blocks go back to eager. ``bandwidth_savers`` names the ones running.
 
         Args:
             names: ``"all"``, ``"none"`` or a ``+``-joined subset of :data:`BANDWIDTH_SAVERS`:
@@ -252,6 +255,12 @@ class VRT(nn.Module):
                     f"VRT.set_bandwidth_savers: {saver!r} needs {needed!r} (got {names!r}); add {needed!r} or drop "
                     f"{saver!r}"
                 )
+        self._requested_savers = frozenset(chosen)
+        self._apply_savers()
+
+    def _apply_savers(self) -> None:
+        """Switch the requested savers on (only those of :data:`COMPILE_SAVERS` while blocks are compiled)."""
+        chosen = self._requested_savers & set(COMPILE_SAVERS) if self._compiled else self._requested_savers
         for m in self.modules():
             if isinstance(m, TMSA):
                 m.fused_residual = "residual" in chosen
@@ -278,8 +287,9 @@ class VRT(nn.Module):
         (compilation happens at the first calls, long after this method returns), also after
         ``parts="none"``; other compiled code in the process sees them too.
 
-        Compiled blocks run only the savers of :data:`COMPILE_SAVERS` (the others are switched off while any
-        part is compiled and switched back by ``parts="none"``).
+        Compiled blocks run only the savers of :data:`COMPILE_SAVERS` (the others chosen by
+        :meth:`set_bandwidth_savers` are off while any part is compiled, before or after that call, and on
+        again after ``parts="none"``).
 
         Args:
             parts: ``"none"`` (back to eager), ``"ffn"``, ``"attn"`` or ``"attn+ffn"``.
@@ -296,14 +306,8 @@ class VRT(nn.Module):
             for name in ("recompile_limit", "cache_size_limit"):
                 if hasattr(dynamo_config, name):
                     setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
-        eager_savers = self._eager_savers
-        if chosen and eager_savers is None:
-            self._eager_savers = self.bandwidth_savers
-            self.set_bandwidth_savers("+".join(n for n in self.bandwidth_savers.split("+") if n in COMPILE_SAVERS)
-                                      or "none")
-        elif not chosen and eager_savers is not None:
-            self._eager_savers = None
-            self.set_bandwidth_savers(eager_savers)
+        self._compiled = bool(chosen)
+        self._apply_savers()
         for _, blocks in self._stage_groups():
             for block, _ in blocks:
                 block.compile_parts(attn="attn" in chosen, ffn="ffn" in chosen)

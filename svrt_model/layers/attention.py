@@ -53,9 +53,15 @@ def _plain_attention(
     return attn @ v
 
 
+@torch.compiler.disable
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float) -> torch.Tensor:
     """SDPA with the head dim zero-padded to a multiple of 8 (the fused GPU kernels need it; e.g. 120
-    channels / 6 heads = 20). Zero features add exact zeros to q.k, and the padded output is cut off."""
+    channels / 6 heads = 20). Zero features add exact zeros to q.k, and the padded output is cut off.
+
+    Kept out of ``torch.compile`` graphs as a whole (see :func:`_sdpa_call`): with only the kernel call
+    outside, dynamo traced this function as a frame of its own and compiled it once per window count
+    (the grouped masks' groups differ in size) until its recompile limit (H200, ``svrt_base``: 64 variants
+    and ~200 s of compilation), for nothing to fuse but a padding copy."""
     hd = q.shape[-1]
     pad = -hd % _HEAD_DIM_ALIGN
     if pad:
@@ -75,14 +81,13 @@ def sdpa_padded(
     return _sdpa(q, k, v, bias, q.shape[-1] ** -0.5 if scale is None else scale)
 
 
-@torch.compiler.disable
 def _sdpa_call(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float
 ) -> torch.Tensor:
-    """The SDPA kernel call, kept out of ``torch.compile`` graphs: compiling the attention core with this
-    call inside failed in inductor on CUDA (torch 2.11, an AssertionError). Compiled attention cores
-    graph-break here instead, so the data movement around attention (norm, roll, window partition, head
-    padding, output projection) still fuses."""
+    """The SDPA kernel call, kept out of ``torch.compile`` graphs (through :func:`_sdpa`): compiling the
+    attention core with this call inside failed in inductor on CUDA (torch 2.11, an AssertionError).
+    Compiled attention cores graph-break here instead, so the data movement around attention (norm, roll,
+    window partition, output projection) still fuses."""
     if q.device.type == "meta":  # shape / memory tracing: keep for backward what the CUDA fused kernel keeps
         lse = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
         if bias is not None:

@@ -107,7 +107,7 @@ def segment_attention(attn: WindowAttention, x: torch.Tensor, plan: WindowPlan) 
     """``attn`` (self, and mutual if it has it) on the windows of ``plan``, segment by segment.
 
     Kept out of ``torch.compile`` graphs (a compiled attention core graph-breaks here, its norm, gather and
-    scatter still compile): the SDPA calls inside already graph-break (``attention._sdpa_call``), and a
+    scatter still compile): the SDPA calls inside already graph-break (``attention._sdpa``), and a
     graph break inside the loop over segments makes dynamo compile ``attend`` once per segment shape until
     its recompile limit, for no fused work.
 

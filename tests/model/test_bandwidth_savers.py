@@ -320,10 +320,19 @@ def test_compiled_blocks_keep_only_the_compile_savers() -> None:
     assert model.bandwidth_savers == "residual"
     blocks = [m for m in model.modules() if hasattr(m, "window_gather")]
     assert blocks and not any(b.window_gather or b.mask_split for b in blocks)
-    model.compile_blocks("attn+ffn")  # still compiled: the set saved first is the one restored
+    model.compile_blocks("attn+ffn")  # still compiled: the set chosen first is the one restored
     model.compile_blocks("none")
     assert model.bandwidth_savers == "residual+window-gather+mask-split+mlp-packed"
     assert all(b.window_gather and b.mask_split for b in blocks)
+    # savers chosen while compiled (as bench_svrt configures a row after a compiled one) stay restricted
+    model.compile_blocks("ffn")
+    model.set_bandwidth_savers("all")
+    assert model.bandwidth_savers == "+".join(COMPILE_SAVERS)
+    assert not any(b.window_gather or b.mask_split or b.pad_skip for b in blocks)
+    model.compile_blocks("ffn")
+    model.compile_blocks("none")
+    assert set(model.bandwidth_savers.split("+")) == set(BANDWIDTH_SAVERS)
+    assert all(b.window_gather and b.mask_split and b.pad_skip for b in blocks)
     assert set(COMPILE_SAVERS) < set(BANDWIDTH_SAVERS)
 
 
