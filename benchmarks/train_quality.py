@@ -73,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rebuild", action="store_true", help="rebuild the datasets even if present")
     p.add_argument("--jobs", type=int, default=1, help="variants trained at once, one process each")
+    p.add_argument("--cuda-graph", action="store_true", help="train.cuda_graph: replay each step from a CUDA graph")
     p.add_argument("--row-json", type=Path, default=None, help=argparse.SUPPRESS)  # a --jobs child's result
     return p.parse_args(argv)
 
@@ -125,6 +126,7 @@ def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
         "train.fix_iter=0",
         "train.fix_keys=[]", "log.val_split=null", f"log.every={max(args.steps // 30, 1)}", "log.image_every=0",
         "log.tensorboard=false", *([f"train.threads={args.threads}"] if args.threads else []),
+        *(["train.cuda_graph=true"] if args.cuda_graph else []),
     ]
 
 
@@ -199,6 +201,7 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
     head = ("| fusion | PSNR in | PSNR out | SSIM in | SSIM out | gain over blurry (dB) | gain over rgb_only (dB) "
             "| clips/s | data wait |")
     shared = f"; {args.jobs} runs at once on one device (clips/s per run)" if args.jobs > 1 else ""
+    shared += "; steps replayed from a CUDA graph" if args.cuda_graph else ""
     out = [f"train_quality: {args.steps} steps, batch {args.batch}, T={args.clip_len}, crop {args.crop}, "
            f"{args.dims} channels, {args.precision}; test photos {', '.join(TEST_PHOTOS)} (unseen in training){shared}",
            "", head, "| --- " * 9 + "|"]

@@ -58,6 +58,7 @@ RESUME_FREE_KEYS = (
     "train.spike_checkpoint",
     "train.compile",
     "train.attention",
+    "train.cuda_graph",
     "data.num_workers",
     "data.cache_bytes",
     "data.stats_frames",

@@ -120,7 +120,9 @@ class TrainConfig:
     input, a residual is learned on top) instead of input plus noise from random weights. ``threads``: torch's
     intra-op threads per process (``torch.set_num_threads``, process-global; None keeps torch's default). On
     a shared CPU one thread is often much faster than two: busy-waiting OpenMP threads collapse when the
-    cores are oversubscribed.
+    cores are oversubscribed. ``cuda_graph``: replay each step's forward, loss and backward from one CUDA
+    graph (:mod:`svrt_model.train.graphed`), for models small enough that launching kernels is the step's
+    cost; one CUDA process, ``accumulate: 1``, not fp16.
     """
 
     steps: int = 1000
@@ -147,6 +149,7 @@ class TrainConfig:
     spike_checkpoint: str = "none"
     compile: str = "none"
     attention: Literal["fused", "plain"] = "fused"
+    cuda_graph: bool = False
     checkpoint_every: int = 500
 
     def __post_init__(self) -> None:
@@ -169,6 +172,13 @@ class TrainConfig:
         _check(self.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"train.device must be one of 'auto', 'cpu', 'cuda', 'cuda:N', got {self.device!r}")
+        if self.cuda_graph:
+            _check(self.accumulate == 1, f"train.cuda_graph replays one micro-batch per step: set train.accumulate=1 "
+                                         f"(got {self.accumulate}) or train.cuda_graph=false")
+            _check(self.precision != "fp16", "train.cuda_graph does not run with fp16's loss scaler: use "
+                                             "train.precision=bf16 (or fp32), or train.cuda_graph=false")
+            _check(self.device != "cpu", "train.cuda_graph needs a CUDA device, got train.device=cpu; set "
+                                         "train.cuda_graph=false")
 
 
 @dataclass(frozen=True)

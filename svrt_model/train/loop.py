@@ -50,6 +50,7 @@ from svrt_model.train.checkpoint import (
 from svrt_model.train.config import RunConfig
 from svrt_model.train.data import build_dataset, build_loader, build_transform, resolve_spike_stats
 from svrt_model.train.distributed import DistContext, resolve_device
+from svrt_model.train.graphed import GraphedStep
 from svrt_model.train.logger import RunLogger
 from svrt_model.train.optim import ModelEMA, NonFiniteGuard, build_optimizer, build_scheduler, set_frozen
 from svrt_model.train.task import DeblurTask
@@ -150,12 +151,26 @@ class _Run:
             self._restore(blob)
         self._first_step = self.step
         self.runner = self.task
+        self.graphed = self._graphed_step()
         if ctx.distributed:
             ids = [self.device] if self.device.type == "cuda" else None
             self.runner = DistributedDataParallel(self.task, device_ids=ids, broadcast_buffers=False,
                                                   find_unused_parameters=self.step < t.fix_iter)
         self.loader = build_loader(cfg, self.dataset, start=self.consumed, rank=ctx.rank, world_size=ctx.world_size,
                                    pin_memory=self.device.type == "cuda")
+
+    def _graphed_step(self) -> GraphedStep | None:
+        t = self.cfg.train
+        if not t.cuda_graph:
+            return None
+        if self.device.type != "cuda":
+            raise TrainingError(f"train.cuda_graph needs a CUDA device; this run trains on {self.device} "
+                                "(no usable GPU for train.device=auto?); set train.cuda_graph=false")
+        if self.ctx.distributed:
+            raise TrainingError("train.cuda_graph runs in a single process for now; under torchrun set "
+                                "train.cuda_graph=false")
+        return GraphedStep(transform=self.task.transform, score=self.task.score, model=self.model,
+                           dtype=_AUTOCAST.get(t.precision))
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def _checkpoint_to_resume(self, cfg: RunConfig, resume: bool) -> dict[str, Any] | None:
@@ -209,12 +224,16 @@ class _Run:
             raw = move_batch(next(batches), self.device)
             wait += time.perf_counter() - start
             last = micro == t.accumulate - 1
-            sync = contextlib.nullcontext() if last or not self.ctx.distributed else self.runner.no_sync()
-            with sync:
-                with autocast:
-                    result = self.runner(raw)
-                loss = result["loss"] / t.accumulate
-                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            graphed = self.graphed(raw, key=self.step < t.fix_iter) if self.graphed is not None else None
+            if graphed is not None:  # forward, loss and backward replayed (accumulate is 1, no scaler)
+                result = graphed
+            else:
+                sync = contextlib.nullcontext() if last or not self.ctx.distributed else self.runner.no_sync()
+                with sync:
+                    with autocast:
+                        result = self.runner(raw)
+                    loss = result["loss"] / t.accumulate
+                    (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             loss_sum += result["loss"].detach().double()
             self.consumed += self.cfg.data.batch_size
         if self.scaler is not None:
@@ -234,7 +253,9 @@ class _Run:
                 self.ema.update(self.model)
         if self.scaler is not None:
             self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        # a graph's replays write the gradients into the buffers it captured: keep them (zeroed, for a step
+        # that runs eagerly instead)
+        self.optimizer.zero_grad(set_to_none=self.graphed is None)
         self.scheduler.step()
         self.step += 1
         return {"loss": loss_value, "grad_norm": float(norm), "finite": finite, "wait": wait, "raw": raw,
@@ -322,6 +343,8 @@ def _train(config: RunConfig, store: str | os.PathLike, run_dir: Path, resume: b
                           "lr": run.optimizer.param_groups[0]["lr"], "grad_norm": out["grad_norm"],
                           "clips_per_s": window["steps"] * clips_per_step / wall, "data_wait": window["wait"] / wall,
                           "skipped": run.guard.skipped, "epoch": run.consumed // run.loader.sampler.per_epoch}
+                if run.graphed is not None:  # steps replayed from a CUDA graph so far, and the captures made
+                    record.update(graph_replays=run.graphed.replays, graph_captures=run.graphed.captures)
                 logger.write(record)
                 logger.advance(window["steps"], loss=f"{last_loss:.4f}", lr=f"{record['lr']:.2e}",
                                clips_s=f"{record['clips_per_s']:.1f}", wait=f"{100 * record['data_wait']:.0f}%")

@@ -46,9 +46,14 @@ class DeblurTask(nn.Module):
         if "sharp" not in batch:
             raise ModelInputError("DeblurTask: the batch has no 'sharp' frames; train on a split with sharp frames")
         x = self.transform(batch)
-        output = self.model(x["blur"], model_spikes(x))
+        return {**self.score(x["blur"], model_spikes(x), x["sharp"]), "input": x}
+
+    def score(self, blur: torch.Tensor, spikes: Any, sharp: torch.Tensor) -> dict[str, Any]:
+        """The model on transformed frames and spikes, and the loss against ``sharp``: ``{'loss', 'output',
+        'terms'}`` (the part of :meth:`forward` that a CUDA graph replays, ``train.cuda_graph``)."""
+        output = self.model(blur, spikes)
         # the loss in at least float32: bf16/fp16 outputs of autocast would round the small differences away
         dtype = torch.promote_types(output.dtype, torch.float32)
-        terms = self.loss(output.to(dtype), x["sharp"].to(dtype))
+        terms = self.loss(output.to(dtype), sharp.to(dtype))
         return {"loss": terms["loss"], "output": output,
-                "terms": {k: v.detach() for k, v in terms.items() if k != "loss"}, "input": x}
+                "terms": {k: v.detach() for k, v in terms.items() if k != "loss"}}

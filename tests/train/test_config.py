@@ -84,6 +84,14 @@ def test_errors_name_key_source_and_choices(tmp_path: Path) -> None:
         load_run_config("tiny", ["model.tsa_heads=3"])
     with pytest.raises(RunConfigError, match=r"train\.steps must be >= 1, got 0"):
         load_run_config("tiny", ["train.steps=0"])
+    graph = ["train.cuda_graph=true"]
+    with pytest.raises(RunConfigError, match=r"train\.cuda_graph replays one micro-batch per step: set "
+                                             r"train\.accumulate=1 \(got 2\)"):
+        load_run_config("tiny", [*graph, "train.accumulate=2", "train.device=cuda"])
+    with pytest.raises(RunConfigError, match=r"train\.cuda_graph does not run with fp16's loss scaler"):
+        load_run_config("tiny", [*graph, "train.precision=fp16", "train.device=cuda"])
+    with pytest.raises(RunConfigError, match=r"train\.cuda_graph needs a CUDA device, got train\.device=cpu"):
+        load_run_config("tiny", [*graph, "train.device=cpu"])
     with pytest.raises(RunConfigError, match=r"'nope\.yaml' is neither a YAML file nor a preset; .*tiny, svrt-base"):
         load_run_config("nope.yaml")
     assert preset_path("tiny").is_file()

@@ -209,6 +209,15 @@ def test_raw_bits_train_the_accumulator_end_to_end(train_store: Path, micro_conf
     assert np.isfinite(report.to_json()["overall"]["psnr_output"])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only refusal")
+def test_cuda_graph_without_a_gpu_is_refused_at_start(train_store: Path, micro_config: Path, tmp_path: Path) -> None:
+    cfg = load_run_config(micro_config, ["train.device=auto", "train.cuda_graph=true"])
+    with pytest.raises(TrainingError, match=r"train\.cuda_graph needs a CUDA device; this run trains on cpu .*"
+                                            r"set train\.cuda_graph=false"):
+        train(cfg, store=train_store, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_raw_model_needs_raw_data(micro_config: Path) -> None:
     with pytest.raises(RunConfigError, match="model.spike_input='raw' .* set data.spike_input=raw"):
         load_run_config(micro_config, ["model.spike_input=raw"])
