@@ -82,4 +82,7 @@ class SpikeAccumulator(nn.Module):
                 f"SpikeAccumulator: ranges hold {ranges.shape[2]} bins per frame but the accumulator has "
                 f"{self.bins}; build SpikeTransform with bins={self.bins}"
             )
-        return spike_accumulate(bits, ranges, self.gamma, width=width, backend=self.backend)
+        # the range check synchronises with the host, which a CUDA graph being recorded cannot (train.cuda_graph);
+        # the kernels clamp every range into [0, S] either way
+        capturing = bits.is_cuda and torch.cuda.is_current_stream_capturing()
+        return spike_accumulate(bits, ranges, self.gamma, width=width, backend=self.backend, validate=not capturing)
