@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -100,7 +101,7 @@ def build_data(args: argparse.Namespace) -> tuple[Path, Path]:
             save_png(photos[name].pixels, folder / f"{name}.png")
     start = time.perf_counter()
     common = {"frames": args.frames, "size": _size(args.size), "spike_scale": 0.5, "motion": args.motion,
-              "source_frames": args.source_frames, "overwrite": True}
+              "source_frames": args.source_frames, "overwrite": True, "workers": max(os.cpu_count() or 1, 1)}
     synthesize(data / "raw_train", sequences=args.train_sequences, test_sequences=0, seed=args.seed,
                images=data / "photos_train", **common)
     synthesize(data / "raw_test", sequences=0, test_sequences=args.test_sequences, seed=args.seed + 1,

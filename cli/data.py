@@ -217,17 +217,19 @@ def align(raw_root: Path, validate_log: Path | None, manifest: str | None, rule:
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of your own photographs (default: scikit-image's bundled ones).")
 @click.option("--overwrite", is_flag=True, help="Replace a synthetic dataset already in OUT_DIR.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Sequences built at once, one process each (the files do not depend on it).")
 @library_errors
 def synth(out_dir: Path, sequences: int, test_sequences: int, frames: int, size: str, spike_scale: float, seed: int,
           source_frames: int, threshold: float, noise_std: float, dark_rate: float, motion: float,
-          images: Path | None, overwrite: bool) -> None:
+          images: Path | None, overwrite: bool, workers: int) -> None:
     """Synthesize a raw dataset in the Spk-GoPro layout (blur, sharp, spike .dat, flow, align.csv)."""
     from svrt_data.synth import synthesize
 
     r = synthesize(out_dir, sequences=sequences, test_sequences=test_sequences, frames=frames,
                    size=parse_size(size), spike_scale=spike_scale, seed=seed, source_frames=source_frames,
                    threshold=threshold, noise_std=noise_std, dark_rate=dark_rate, motion=motion, images=images,
-                   overwrite=overwrite)
+                   overwrite=overwrite, workers=workers)
     n_train = sum(split == "train" for split, _ in r.sequences)
     click.echo(f"wrote {r.out_dir}: {n_train} train + {len(r.sequences) - n_train} test sequences x {r.frames} frames "
                f"({r.size[0]}x{r.size[1]} RGB, {r.spike_size[0]}x{r.spike_size[1]} spikes, "

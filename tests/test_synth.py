@@ -337,6 +337,15 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path) -> None:
     assert all(a[k] != c[k] for k in data if "/blur/" in k or "/spike/" in k)
 
 
+def test_worker_processes_write_the_same_bytes(tmp_path: Path) -> None:
+    serial = _all_bytes(synthesize(tmp_path / "serial", seed=3, **TINY).out_dir)
+    parallel = synthesize(tmp_path / "parallel", seed=3, workers=2, **TINY)
+    assert _all_bytes(parallel.out_dir) == serial
+    assert not (parallel.out_dir / ".partial").exists()
+    with pytest.raises(SvrtValueError, match="workers must be >= 1, got 0"):
+        synthesize(tmp_path / "none", workers=0, **TINY)
+
+
 def test_a_sequence_depends_only_on_the_seed_and_its_number(tmp_path: Path) -> None:
     one = synthesize(tmp_path / "one", seed=8, **{**TINY, "sequences": 1, "test_sequences": 0})
     three = synthesize(tmp_path / "three", seed=8, **TINY)

@@ -141,7 +141,7 @@ def _to_uint8(frame: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
 
 
-def _build_sequence(cfg: SynthConfig, index: int, photos: list[Photo], seq_dir: Path, bar: tqdm) -> dict:
+def _build_sequence(cfg: SynthConfig, index: int, photos: list[Photo], seq_dir: Path, bar: tqdm | None) -> dict:
     """Write one sequence into ``seq_dir``; return its record for ``synth.json``."""
     scene_rng, sensor_rng = (np.random.default_rng(s) for s in np.random.SeedSequence([cfg.seed, index]).spawn(2))
     h, w = cfg.size
@@ -166,7 +166,8 @@ def _build_sequence(cfg: SynthConfig, index: int, photos: list[Photo], seq_dir: 
         write_dat(seq_dir / "spike" / f"{j:06d}.dat", spikes, flip=True)
         if j:
             write_npy(seq_dir / "flow" / f"{j - 1:06d}.npy", true_flow(traj, view, centre - nn, centre))
-        bar.update(1)
+        if bar is not None:
+            bar.update(1)
     return {
         "photo": photo.name,
         "crop": list(canvases.crop),
@@ -174,6 +175,33 @@ def _build_sequence(cfg: SynthConfig, index: int, photos: list[Photo], seq_dir: 
         "trajectory": traj.to_dict(),
         "spikes": spikes_total,
     }
+
+
+def _sequence_job(cfg: SynthConfig, index: int, seq_dir: str) -> dict:
+    """:func:`_build_sequence` in a worker process (photographs loaded there: they are not pickled over)."""
+    return _build_sequence(cfg, index, load_photos(cfg.images), Path(seq_dir), None)
+
+
+def _build_parallel(cfg: SynthConfig, plan: list[tuple[str, int]], staging_root: Path, workers: int,
+                    bar: tqdm) -> list[dict]:
+    """Every sequence of ``plan`` into ``staging_root/<split>/<name>``, ``workers`` processes at a time;
+    records in plan order."""
+    dirs = [staging_root / split / sequence_name(index, cfg.source_frames) for split, index in plan]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: the caller may hold CUDA or threads (a training script), which fork does not carry safely
+    with ProcessPoolExecutor(min(workers, len(plan)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_sequence_job, cfg, index, str(d)) for (_, index), d in zip(plan, dirs, strict=True)]
+        try:
+            for done in as_completed(futures):
+                done.result()  # a worker's error surfaces here, as in the serial loop
+                bar.update(cfg.frames)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        return [f.result() for f in futures]
 
 
 def synthesize(
@@ -193,6 +221,7 @@ def synthesize(
     images: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    workers: int = 1,
 ) -> SynthResult:
     """Build a synthetic raw dataset in the Spk-GoPro layout under ``out_dir``.
 
@@ -215,7 +244,8 @@ def synthesize(
         images: folder of photographs to use instead of scikit-image's.
         overwrite: replace a synthetic dataset already in ``out_dir`` (built beside it, swapped in when
             complete; other files in ``out_dir`` are kept).
-        progress: show a progress bar (per blurry frame).
+        progress: show a progress bar (per blurry frame; per sequence with ``workers``).
+        workers: sequences built at once, one process each (the files are the same for any number).
 
     Raises:
         SvrtValueError: a bad parameter or a non-empty ``out_dir``.
@@ -227,6 +257,8 @@ def synthesize(
                       int(source_frames), float(threshold), float(noise_std), float(dark_rate), float(motion),
                       None if images is None else str(images))
     cfg.validate()
+    if workers < 1:
+        raise SvrtValueError(f"workers must be >= 1, got {workers}")
     photos = load_photos(images)
     start = time.perf_counter()
     out, replacing = prepare_output(out_dir, overwrite=overwrite)
@@ -256,10 +288,12 @@ def synthesize(
     write_json(out / MANIFEST, manifest)
     spikes_total = 0
     with tqdm(total=len(plan) * cfg.frames, desc="synth", unit="frame", disable=not progress) as bar:
-        for split, index in plan:
+        if workers > 1:
+            records = _build_parallel(cfg, plan, out / STAGING, workers, bar)
+        for i, (split, index) in enumerate(plan):
             name = sequence_name(index, cfg.source_frames)
             staging = out / STAGING / split / name
-            record = _build_sequence(cfg, index, photos, staging, bar)
+            record = records[i] if workers > 1 else _build_sequence(cfg, index, photos, staging, bar)
             final = out / split / name
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging, final)
