@@ -1,9 +1,9 @@
 """The training step's forward, loss and backward replayed from one CUDA graph (``train.cuda_graph``).
 
-A small model's step is bound by the host: a CPU trace of the quality benchmark's step (32 channels, T=6,
-4 clips of 128x128) shows ~30,600 aten calls, ~8 us each on the GPU path, which is the 260 ms the step
-takes on an H200 while its kernels need a fraction of that. A CUDA graph records the kernels of one
-step once and replays them with one launch.
+A small model's step can be bound by the host: a CPU trace of the quality benchmark's step (32 channels,
+T=6, 4 clips of 128x128) counts ~30,600 aten calls; at a few microseconds of host time each, that is of
+the order of the 260 ms the step takes on an H200 (how busy its GPU is meanwhile is not measured yet). A
+CUDA graph records the kernels of one step once and replays them with one launch.
 
 :class:`GraphedStep` captures ``task.score(blur, spikes, sharp)`` and the backward of its loss over static
 input buffers, after ``warmup`` eager passes on a side stream (they compile CuPy kernels and let autocast
