@@ -78,14 +78,16 @@ class GraphedStep:
         transform: the batch transform (eager, before the graph).
         score: ``score(blur, spikes, sharp) -> {'loss', 'output', 'terms'}`` (``DeblurTask.score``).
         model: the module whose parameters get the gradients.
+        device: the CUDA device the step runs on.
         dtype: the autocast dtype (None: float32, no autocast).
         warmup: eager passes before a capture.
         max_captures: captures allowed before the step stays eager.
     """
 
     def __init__(self, *, transform: Callable[[dict[str, Any]], dict[str, Any]], score: Callable[..., dict[str, Any]],
-                 model: nn.Module, dtype: torch.dtype | None, warmup: int = 2, max_captures: int = 3) -> None:
-        self.transform, self.score, self.model, self.dtype = transform, score, model, dtype
+                 model: nn.Module, device: torch.device, dtype: torch.dtype | None, warmup: int = 2,
+                 max_captures: int = 3) -> None:
+        self.transform, self.score, self.model, self.device, self.dtype = transform, score, model, device, dtype
         self.warmup, self.max_captures = warmup, max_captures
         self.captures = 0
         self.replays = 0
@@ -96,7 +98,7 @@ class GraphedStep:
         self._out: dict[str, Any] | None = None
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
+        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
                               cache_enabled=False)
 
     def _pass(self, static: tuple) -> dict[str, Any]:
@@ -135,7 +137,7 @@ class GraphedStep:
             return None
         with torch.no_grad():
             x = self.transform(raw)
-        inputs = _inputs(x, torch.device("cuda", torch.cuda.current_device()))
+        inputs = _inputs(x, self.device)
         signature = _signature(inputs, key)
         if signature != self._signature:
             if self.captures >= self.max_captures:

@@ -170,7 +170,7 @@ class _Run:
             raise TrainingError("train.cuda_graph runs in a single process for now; under torchrun set "
                                 "train.cuda_graph=false")
         return GraphedStep(transform=self.task.transform, score=self.task.score, model=self.model,
-                           dtype=_AUTOCAST.get(t.precision))
+                           device=self.device, dtype=_AUTOCAST.get(t.precision))
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def _checkpoint_to_resume(self, cfg: RunConfig, resume: bool) -> dict[str, Any] | None:

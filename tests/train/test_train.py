@@ -209,6 +209,71 @@ def test_raw_bits_train_the_accumulator_end_to_end(train_store: Path, micro_conf
     assert np.isfinite(report.to_json()["overall"]["psnr_output"])
 
 
+class _EagerGraph:
+    """A stand-in for ``torch.cuda.CUDAGraph`` on the CPU: the "capture" runs the pass once; a replay runs it
+    again and writes its results where a real replay writes them: into the tensors the capture produced
+    (outputs, and the gradient buffers the capture left in ``.grad``), never rebinding ``.grad``. It checks
+    the loop's side of ``train.cuda_graph``: the eager parts around the replay, the kept gradient buffers,
+    the recapture after the frozen warm-up."""
+
+    step = None
+
+    def __init__(self) -> None:
+        self.buffers: dict[int, torch.Tensor] | None = None
+
+    def replay(self) -> None:
+        step = _EagerGraph.step
+        params = list(step.model.parameters())
+        if self.buffers is None:  # the first replay follows the capture: .grad still holds its buffers
+            self.buffers = {id(p): p.grad for p in params if p.grad is not None}
+        kept = [p.grad for p in params]
+        for p in params:
+            p.grad = None
+        out = step._pass(step._static)
+        for p, g in zip(params, kept, strict=True):
+            if id(p) in self.buffers and p.grad is not None:
+                self.buffers[id(p)].copy_(p.grad)
+            p.grad = g
+        step._out["loss"].copy_(out["loss"])
+        step._out["output"].copy_(out["output"])
+        for k, v in out["terms"].items():
+            step._out["terms"][k].copy_(v)
+
+
+def test_cuda_graph_loop_emulated_on_the_cpu_equals_eager(train_store: Path, micro_config: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    from svrt_model.train import loop
+    from svrt_model.train.graphed import GraphedStep
+
+    class _Stream:
+        def wait_stream(self, other) -> None:
+            pass
+
+    def graphed_step(run):  # the real one refuses the CPU
+        if not run.cfg.train.cuda_graph:
+            return None
+        step = GraphedStep(transform=run.task.transform, score=run.task.score, model=run.model, device=run.device,
+                           dtype=None)
+        _EagerGraph.step = step
+        return step
+
+    for name, value in {"Stream": _Stream, "current_stream": _Stream, "CUDAGraph": _EagerGraph,
+                        "stream": lambda s: contextlib.nullcontext(), "synchronize": lambda: None,
+                        "graph": lambda g, **kw: contextlib.nullcontext()}.items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    monkeypatch.setattr(loop._Run, "_graphed_step", graphed_step)
+    common = ["train.fix_iter=2", "train.fix_keys=[spynet]", "train.device=auto"]
+    eager = train(load_run_config(micro_config, common), store=train_store, run_dir=tmp_path / "eager")
+    graph = train(load_run_config(micro_config, [*common, "train.cuda_graph=true"]), store=train_store,
+                  run_dir=tmp_path / "graph")
+    records = [json.loads(s) for s in (tmp_path / "graph" / "metrics.jsonl").read_text().splitlines()]
+    assert (records[-1]["graph_replays"], records[-1]["graph_captures"]) == (4, 2)  # frozen SpyNet, then all
+    _assert_same(_params(graph.last), _params(eager.last))  # warm-up passes and kept buffers change nothing
+    assert graph.loss == eager.loss
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only refusal")
 def test_cuda_graph_without_a_gpu_is_refused_at_start(train_store: Path, micro_config: Path, tmp_path: Path) -> None:
     cfg = load_run_config(micro_config, ["train.device=auto", "train.cuda_graph=true"])
