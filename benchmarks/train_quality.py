@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rebuild", action="store_true", help="rebuild the datasets even if present")
     p.add_argument("--jobs", type=int, default=1, help="variants trained at once, one process each")
     p.add_argument("--cuda-graph", action="store_true", help="train.cuda_graph: replay each step from a CUDA graph")
+    p.add_argument("--curve-every", type=int, default=0,
+                   help="also score the test split every N steps during training (a learning curve in the JSON and "
+                        "the run's log; the table still scores the last weights)")
     p.add_argument("--row-json", type=Path, default=None, help=argparse.SUPPRESS)  # a --jobs child's result
     return p.parse_args(argv)
 
@@ -125,7 +128,9 @@ def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
         f"train.warmup_steps={max(args.steps // 20, 1)}", f"train.precision={args.precision}",
         f"train.device={args.device}", f"train.checkpoint_every={args.steps}", f"train.init={args.init}",
         "train.fix_iter=0",
-        "train.fix_keys=[]", "log.val_split=null", f"log.every={max(args.steps // 30, 1)}", "log.image_every=0",
+        "train.fix_keys=[]", f"log.every={max(args.steps // 30, 1)}", "log.image_every=0",
+        *(["log.val_split=test", f"log.val_store={args.out.resolve() / 'data' / 'test.zarr'}",
+           f"log.val_every={args.curve_every}"] if args.curve_every else ["log.val_split=null"]),
         "log.tensorboard=false", *([f"train.threads={args.threads}"] if args.threads else []),
         *(["train.cuda_graph=true"] if args.cuda_graph else []),
     ]
@@ -143,6 +148,7 @@ def run_variant(args: argparse.Namespace, fusion: str, train_store: Path, test_s
     wall = time.perf_counter() - start
     lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train_lines = [r for r in lines if r["kind"] == "train"][1:] or [r for r in lines if r["kind"] == "train"]
+    curve = [(r["step"], r["psnr_output"]) for r in lines if r["kind"] == "val"]
     device = "cuda" if args.device != "cpu" and _cuda() else "cpu"
     model, run_cfg = load_model(result.last, map_location=device)
     precision = args.precision if device == "cuda" else "fp32"
@@ -152,7 +158,7 @@ def run_variant(args: argparse.Namespace, fusion: str, train_store: Path, test_s
     row = {"fusion": fusion, **{k: float(v) for k, v in overall.items()},
            "clips_per_s": statistics.median(r["clips_per_s"] for r in train_lines),
            "data_wait": statistics.median(r["data_wait"] for r in train_lines), "train_s": wall,
-           "final_loss": result.loss}
+           "final_loss": result.loss, "curve": curve}
     print(f"{fusion}: PSNR {row['psnr_input']:.2f} -> {row['psnr_output']:.2f} dB, {row['clips_per_s']:.1f} clips/s, "
           f"data wait {100 * row['data_wait']:.1f}%, {wall:.0f} s", flush=True)
     return row

@@ -201,7 +201,8 @@ class LossConfig:
 @dataclass(frozen=True)
 class LogConfig:
     """Progress bar, ``metrics.jsonl`` every ``every`` steps, a PNG grid every ``image_every`` steps, a
-    validation pass on ``val_split`` (null: none) every ``val_every`` steps (0: only at the end), restoring
+    validation pass on ``val_split`` (null: none) of the training store, or of ``val_store`` when set (a store
+    of other sequences, e.g. other scenes), every ``val_every`` steps (0: only at the end), restoring
     whole sequences with ``val_tile``: ``clip`` (clips of ``data.clip_len`` frames overlapping by one, whole
     frames: the context the model trained with), ``none`` (every frame of a sequence at once), ``default``
     (VRT's protocol) or ``TxHxW``; TensorBoard when installed and ``tensorboard`` is on.
@@ -214,6 +215,7 @@ class LogConfig:
     image_every: int = 0
     val_every: int = 0
     val_split: str | None = "test"
+    val_store: str | None = None
     val_tile: str = "clip"
     progress: bool = True
     tensorboard: bool = True

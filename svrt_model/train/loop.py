@@ -8,7 +8,7 @@ gradients are unscaled (fp16), measured and clipped, and the step is taken unles
 gradient norm is not finite on any rank (:class:`~svrt_model.train.optim.NonFiniteGuard`); the schedule
 advances either way, the EMA after a taken step.
 
-Rank 0 logs (:class:`~svrt_model.train.logger.RunLogger`), validates on ``log.val_split`` (full
+Rank 0 logs (:class:`~svrt_model.train.logger.RunLogger`), validates on ``log.val_split`` (of ``log.val_store``; full
 sequences, :func:`svrt_model.restore.evaluate_split`) and writes checkpoints; every rank contributes its
 RNG state to them. Resuming (``resume=True``) reloads ``RUN_DIR/last.pt`` and continues with the clip the
 interrupted run would have drawn next: with ``train.deterministic`` on the CPU the result equals an
@@ -128,8 +128,10 @@ class _Run:
                     + "\nResume with the run's config (RUN_DIR/config.yaml; train.steps and log.* may change) "
                     "or start a new run in another --out"
                 )
+        self.val_store = cfg.log.val_store if cfg.log.val_store is not None else store
         if cfg.log.val_split is not None:  # fail at start, not after hours, when the split is missing
-            SpikeDeblurDataset(store, cfg.log.val_split, clip_len=cfg.data.clip_len, mode="eval", sharp=True)
+            SpikeDeblurDataset(self.val_store, cfg.log.val_split, clip_len=cfg.data.clip_len, mode="eval",
+                               sharp=True)
         self.cfg = cfg
         t = cfg.train
         self.device = ctx.device
@@ -276,7 +278,7 @@ class _Run:
             model.eval()
             precision = self.cfg.train.precision if self.cfg.train.precision in ("bf16", "fp16") else "fp32"
             with torch.no_grad():
-                rep = evaluate_split(model, self.store, self.cfg.log.val_split, tile=validation_tile(self.cfg),
+                rep = evaluate_split(model, self.val_store, self.cfg.log.val_split, tile=validation_tile(self.cfg),
                                      transform=self.task.transform, device=self.device, precision=precision,
                                      progress=False)
             self.model.train(was_training)

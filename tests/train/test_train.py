@@ -188,6 +188,29 @@ def test_validation_keeps_the_best_checkpoint(train_store: Path, micro_config: P
     assert read_checkpoint(tmp_path / "run" / "last.pt")["metrics"]["last_val"]["psnr_output"] == vals[1]["psnr_output"]
 
 
+def test_validation_on_another_store(train_store: Path, micro_config: Path, tmp_path: Path) -> None:
+    """``log.val_store``: the validation split comes from another store (other scenes), checked at start."""
+    from pipelines.voxelize_job import voxelize_dataset
+    from svrt_errors import StoreError
+    from tests.store_helpers import make_raw
+
+    raw = make_raw(tmp_path / "raw", sequences=1, test_sequences=1, frames=3, seed=7)
+    other = tmp_path / "other.zarr"
+    voxelize_dataset(raw, raw / "align.csv", other, bins=8, backend="numpy", progress=False)
+    over = ["log.val_split=test", "train.steps=2", "train.checkpoint_every=2"]
+    scores = {}
+    for name, store in (("own", None), ("other", other)):
+        extra = [] if store is None else [f"log.val_store={store}"]
+        train(load_run_config(micro_config, [*over, *extra]), store=train_store, run_dir=tmp_path / name)
+        lines = [json.loads(s) for s in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        scores[name] = [r["psnr_input"] for r in lines if r["kind"] == "val"]
+    assert len(scores["own"]) == len(scores["other"]) == 1 and scores["own"] != scores["other"]  # other frames
+    with pytest.raises(StoreError, match="no split 'val'"):
+        train(load_run_config(micro_config, [*over, "log.val_split=val", f"log.val_store={other}"]),
+              store=train_store, run_dir=tmp_path / "missing")
+    assert not (tmp_path / "missing" / "config.yaml").exists()  # refused before anything is written
+
+
 def test_raw_bits_train_the_accumulator_end_to_end(train_store: Path, micro_config: Path, tmp_path: Path) -> None:
     """``model.spike_input=raw``: the loader's packed bits reach the model's learnable accumulator (its decays
     get gradients and move), the grid shows the bins' counts, and the checkpoint evaluates on the store."""
