@@ -61,7 +61,7 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor 
     Kept out of ``torch.compile`` graphs as a whole (see :func:`_sdpa_call`): with only the kernel call
     outside, dynamo traced this function as a frame of its own and compiled it once per window count
     (the grouped masks' groups differ in size) until its recompile limit (H200, ``svrt_base``: 64 variants
-    and ~200 s of compilation), for nothing to fuse but a padding copy."""
+    within a 200 s first call), for nothing to fuse but a padding copy."""
     hd = q.shape[-1]
     pad = -hd % _HEAD_DIM_ALIGN
     if pad:
