@@ -112,8 +112,6 @@ SUITES["speed"] = [
 ]
 
 
-
-
 # The lead's short saver comparison (~11 rows, a few minutes): no savers, all, and each saver alone (with
 # the savers it needs) on the bf16 training step of the default policy.
 SUITES["savers"] = [
@@ -177,7 +175,6 @@ def inputs(spikes: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tenso
     target = torch.rand(SHAPE, device="cuda", generator=gen)
     vox = torch.rand(b, t, BINS, hs, ws, device="cuda", generator=gen) * 2
     return rgb, vox, target
-
 
 
 def measure_train(model: VRTSpike, row: dict[str, str], iters: int, warmup: int) -> dict[str, float]:
