@@ -13,6 +13,10 @@
    the blurry input and the output on the test split, the gain over the input and over ``rgb_only``,
    training throughput (clips/s, median over the logged intervals) and the share of the step spent
    waiting for data.
+4. Reference points on the same test frames, no training (:func:`reference_points`): the blurry frame
+   corrected by the sharp-minus-blurry difference at the spikes' resolution (what perfect information at
+   that resolution adds), and the blurry frame with its luminance replaced by a spike count over a
+   centred window (the best of a few window lengths: what the spikes give without learning).
 
 Targets (issue 14): cross-attention >= +6 dB over the blurry input and >= +1 dB over ``rgb_only``.
 The datasets are built once under ``OUT/data`` and reused by later runs with the same parameters
@@ -56,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps per variant")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
     p.add_argument("--size", default="192x320", help="RGB frame size HxW of the synthetic data")
-    p.add_argument("--train-sequences", type=int, default=8)
+    p.add_argument("--train-sequences", type=int, default=32,
+                   help="training sequences (each its own crop and camera path; 8 overfit: RESULTS.md)")
     p.add_argument("--test-sequences", type=int, default=2)
     p.add_argument("--frames", type=int, default=12, help="blurry frames per sequence")
     p.add_argument("--motion", type=float, default=4.0, help="camera motion scale (svrt-data synth --motion)")
@@ -115,6 +120,63 @@ def build_data(args: argparse.Namespace) -> tuple[Path, Path]:
     stamp.write_text(json.dumps(params))
     print(f"data: built in {time.perf_counter() - start:.0f} s under {data}", flush=True)
     return train_store, test_store
+
+
+REFERENCE_WINDOWS = (8, 16, 26, 40, 52, 78)
+"""Spike frames counted around the exposure's centre for the no-learning spike reference."""
+
+
+def reference_points(raw: Path) -> dict[str, float]:
+    """Mean PSNR (dB, RGB 0-255) over the test frames of ``raw`` (a synthetic raw dataset) of:
+
+    - ``blurry``: the blurry frame;
+    - ``oracle``: the blurry frame corrected by ``sharp - blurry`` averaged down to the spike resolution and
+      brought back (bicubic);
+    - ``spikes_N``: the blurry frame whose luminance at spike resolution is replaced by ``threshold`` times
+      the spike rate over the centred N spike frames (the simulator's expected rate inverted).
+    """
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from svrt_data.spike_io import read_dat
+    from svrt_data.synth.photos import LUMA
+    from svrt_model.metrics import psnr
+
+    meta = json.loads((raw / "synth.json").read_text())
+    (hs, ws), (h, w) = meta["layout"]["spike_size"], meta["layout"]["rgb_size"]
+    theta, flip = meta["parameters"]["threshold"], meta["layout"]["spike_flip"]
+    luma = torch.from_numpy(LUMA).view(1, 3, 1, 1)
+
+    def image(path: Path) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(Image.open(path), np.float32)).permute(2, 0, 1)[None]
+
+    def down(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=(hs, ws), mode="area")
+
+    def up(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False)
+
+    scores: dict[str, list[float]] = {}
+    for seq in sorted(p for p in (raw / "test").iterdir() if p.is_dir()):
+        for sharp_png in sorted((seq / "sharp").glob("*.png")):
+            sharp, blur = image(sharp_png), image(seq / "blur" / sharp_png.name)
+            frames = read_dat(seq / "spike" / f"{sharp_png.stem}.dat", height=hs, width=ws, flip=flip)[:]
+            found = {"blurry": blur, "oracle": blur + up(down(sharp) - down(blur))}
+            centre, blur_luma = len(frames) // 2, down((blur * luma).sum(1, keepdim=True))
+            for n in REFERENCE_WINDOWS:
+                rate = frames[centre - n // 2:centre - n // 2 + n].mean(0, dtype=np.float32)
+                found[f"spikes_{n}"] = blur + up(torch.from_numpy(rate * theta * 255.0)[None, None] - blur_luma)
+            for name, out in found.items():
+                scores.setdefault(name, []).append(float(psnr(out.clamp(0, 255), sharp)))
+    return {name: float(np.mean(v)) for name, v in scores.items()}
+
+
+def reference_text(ref: dict[str, float]) -> str:
+    best = max((k for k in ref if k.startswith("spikes_")), key=ref.get)
+    return (f"reference points (no training, same test frames): blurry {ref['blurry']:.2f} dB; blurry "
+            f"corrected to the sharp frame at the spike resolution {ref['oracle']:.2f} dB; blurry with spike "
+            f"luminance over the centred {best.split('_')[1]} spike frames {ref[best]:.2f} dB")
 
 
 def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
@@ -240,11 +302,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_parallel(args, variants, argv)
     else:
         rows = [run_variant(args, v, train_store, test_store) for v in variants]
-    text = table(rows, args)
+    ref = reference_points(args.out / "data" / "raw_test")
+    text = table(rows, args) + "\n\n" + reference_text(ref)
     print(text, flush=True)
     (args.out / "train_quality.md").write_text(text + "\n")
     (args.out / "train_quality.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                             "rows": rows}, indent=1))
+                                                             "rows": rows, "references": ref}, indent=1))
     cross = next((r for r in rows if r["fusion"] == "cross_attention"), None)
     if cross is not None:
         gain = cross["psnr_output"] - cross["psnr_input"]
