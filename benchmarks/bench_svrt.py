@@ -15,6 +15,7 @@ A row is ``precision:checkpoint:spikes[:compile[:exec]][:option=value ...]``:
 - compile ``none`` or ``+``-joined ``attn``/``ffn``/``spike`` (``VRTSpike.compile_blocks``); exec
   ``eager`` | ``graph`` (the forward+loss+backward, or the inference forward, captured in one CUDA graph);
 - options: ``spike_ckpt=`` parts of ``VRTSpike.set_spike_checkpointing``; ``spike_attn=fused|reference``;
+  ``attn=fused|flex|plain`` the backbone's window attention (``VRTSpike.set_attention``);
   ``chunk=<pixels>`` (``set_spike_chunking``); ``deform=auto|reference|cuda``; ``savers=`` the backbone's
   bandwidth savers (``VRT.set_bandwidth_savers``: ``all``, ``none`` or ``+``-joined names); ``drop=`` savers
   taken out of that set (``+``-joined), e.g. ``drop=mask-split+pad-skip``.
@@ -119,7 +120,7 @@ SUITES["savers"] = [
     for s in ("none", "all", *(with_needed_savers(n) for n in BANDWIDTH_SAVERS))
 ]
 SUITES["all"] = SUITES["default"] + SUITES["compile"]
-_OPTIONS = ("spike_ckpt", "spike_attn", "chunk", "deform", "savers", "drop")
+_OPTIONS = ("spike_ckpt", "spike_attn", "attn", "chunk", "deform", "savers", "drop")
 
 
 def parse_row(text: str) -> dict[str, str]:
@@ -149,6 +150,7 @@ def configure(model: VRTSpike, row: dict[str, str]) -> None:
     model.set_grad_checkpointing(row["checkpoint"])
     model.set_spike_checkpointing(row["spike_ckpt"] or "none")
     model.set_spike_attention(row["spike_attn"] or "fused")
+    model.set_attention(row["attn"] or "fused")
     model.set_spike_chunking(int(row["chunk"]) if row["chunk"] else None)
     model.set_deform_conv_backend(row["deform"] or "auto")
     model.vrt.set_bandwidth_savers(savers_of(row))

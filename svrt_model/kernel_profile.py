@@ -27,6 +27,7 @@ _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("other", ("grid_sampler", "multi_tensor_apply", "adam")),
     ("elementwise", ("triton_poi",)),
     ("reductions/norms", ("triton_red", "triton_per")),
+    ("attention/SDPA", ("flex_attention", "flex_decoding")),  # inductor's FlexAttention templates
     ("GEMM", ("triton_tem",)),
     ("deformable conv", ("deform_im2col", "deform_col2im", "deform_attn")),
     ("attention/SDPA", ("fmha", "flash_fwd", "flash_bwd", "flash::", "attention", "sdpa", "mha_")),

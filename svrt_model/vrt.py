@@ -24,7 +24,7 @@ from torch import nn
 
 from svrt_model.config import NUM_FEATURE_STAGES, STAGE_SCALES, VRTConfig
 from svrt_model.errors import ModelConfigError, ModelInputError, UntrainedSpyNetWarning
-from svrt_model.layers.attention import ATTENTION_IMPLS, WindowAttention
+from svrt_model.layers.attention import ATTENTION_IMPLS, WindowAttention, raise_recompile_limits
 from svrt_model.layers.autocast import autocast_disabled
 from svrt_model.layers.flow_warp import flow_warp_nearest4
 from svrt_model.layers.mlp import MlpGEGLU
@@ -144,7 +144,8 @@ class VRT(nn.Module):
 
     # ------------------------------------------------------------------ run-time switches
     def set_attention(self, impl: str) -> None:
-        """Window attention path of every block: ``"fused"`` (SDPA, default) or ``"plain"`` (reference)."""
+        """Window attention path of every block: ``"fused"`` (SDPA, default), ``"flex"`` (FlexAttention; its
+        backward needs a GPU) or ``"plain"`` (reference)."""
         if impl not in ATTENTION_IMPLS:
             raise ModelConfigError(f"VRT.set_attention: unknown impl {impl!r}; expected one of {ATTENTION_IMPLS}")
         for m in self.modules():
@@ -299,13 +300,8 @@ class VRT(nn.Module):
             raise ModelConfigError(
                 f"VRT.compile_blocks: unknown parts {parts!r}; expected 'none', 'ffn', 'attn' or 'attn+ffn'"
             )
-        if chosen:
-            # one compiled variant per distinct (shape, window, shift, mutual) block: ~20 for VRT
-            import torch._dynamo.config as dynamo_config
-
-            for name in ("recompile_limit", "cache_size_limit"):
-                if hasattr(dynamo_config, name):
-                    setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
+        if chosen:  # one compiled variant per distinct (shape, window, shift, mutual) block: ~20 for VRT
+            raise_recompile_limits()
         self._compiled = bool(chosen)
         self._apply_savers()
         for _, blocks in self._stage_groups():

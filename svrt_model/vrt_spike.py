@@ -85,7 +85,7 @@ class VRTSpike(nn.Module):
         return blocks
 
     def set_attention(self, impl: str) -> None:
-        """The backbone's window attention: ``"fused"`` (SDPA) or ``"plain"`` (see ``VRT.set_attention``)."""
+        """The backbone's window attention: ``"fused"`` (SDPA), ``"flex"`` or ``"plain"`` (``VRT.set_attention``)."""
         self.vrt.set_attention(impl)
 
     def set_grad_checkpointing(self, policy: str = "all") -> None:

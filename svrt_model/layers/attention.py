@@ -1,4 +1,5 @@
-"""Window attention: a pure function with a fused (SDPA) and a plain (matmul-softmax) path, and the
+"""Window attention: a pure function with a fused (SDPA), a flex (FlexAttention) and a plain (matmul-softmax)
+path, and the
 ``WindowAttention`` module of VRT's TMSA blocks (self attention, plus mutual attention in the first
 group of each stage; Liang et al., "VRT: A Video Restoration Transformer", 2022).
 
@@ -8,19 +9,23 @@ The module only owns parameters and buffers (official names); the arithmetic liv
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import flex_attention
 
 from svrt_model.errors import ModelConfigError
 from svrt_model.layers.position import relative_position_bias, relative_position_index, sine_position_encoding
 from svrt_model.layers.window import MaskGroups
 
-__all__ = ["ATTENTION_IMPLS", "WindowAttention", "sdpa_padded", "window_attention"]
+__all__ = ["ATTENTION_IMPLS", "WindowAttention", "raise_recompile_limits", "sdpa_padded", "window_attention"]
 
-ATTENTION_IMPLS = ("fused", "plain")
-"""``"fused"``: ``F.scaled_dot_product_attention`` with one additive mask; ``"plain"``: the reference."""
+ATTENTION_IMPLS = ("fused", "flex", "plain")
+"""``"fused"``: ``F.scaled_dot_product_attention`` with one additive mask; ``"flex"``: FlexAttention with the
+bias and mask read inside the kernel; ``"plain"``: the reference."""
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _HEAD_DIM_ALIGN = 8
@@ -51,6 +56,57 @@ def _plain_attention(
     else:
         attn = attn.softmax(dim=-1)
     return attn @ v
+
+
+_flex_compiled = None
+_RECOMPILE_LIMIT = 64
+
+
+def raise_recompile_limits() -> None:
+    """Raise torch dynamo's process-wide recompile limits (``recompile_limit`` / ``cache_size_limit``) to at
+    least 64: a compiled function called with ~20 distinct shapes (VRT's blocks) would otherwise run the
+    shapes past the default limit (8) eagerly. Global and not restored."""
+    import torch._dynamo.config as dynamo_config
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(dynamo_config, name):
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), _RECOMPILE_LIMIT))
+
+
+def _flex_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, rel_bias: torch.Tensor | None,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """FlexAttention with the relative bias and the window's mask added to each logit inside the kernel.
+
+    The fused path hands SDPA a bias that the memory-efficient kernel reads for every window, and whose
+    gradient its backward writes out per window before the broadcast sums it (the relative bias is
+    learned); here the kernel reads ``rel_bias[h, i, j]`` and ``mask[window, i, j]`` per logit and
+    accumulates the bias gradient in place, and no masked-window regrouping is needed. The bias is added in
+    float32 (the kernel's logit dtype). On the GPU the call is compiled (Triton kernels, forward and
+    backward); in eager mode on the CPU FlexAttention runs its unfused reference, forward only.
+    """
+    global _flex_compiled
+    nw = 1 if mask is None else mask.shape[0]
+
+    def score_mod(score: torch.Tensor, b: torch.Tensor, h: torch.Tensor, i: torch.Tensor, j: torch.Tensor
+                  ) -> torch.Tensor:
+        if rel_bias is not None:
+            score = score + rel_bias[h, i, j]
+        if mask is not None:
+            score = score + mask[b % nw, i, j]
+        return score
+
+    if torch.compiler.is_compiling():  # inside a compiled attention core: traced into its graph
+        return flex_attention(q, k, v, score_mod=score_mod, scale=scale)
+    if q.device.type == "cuda":
+        if _flex_compiled is None:  # one kernel per window shape: ~20 for VRT
+            raise_recompile_limits()
+            _flex_compiled = torch.compile(flex_attention, dynamic=False)
+        return _flex_compiled(q, k, v, score_mod=score_mod, scale=scale)
+    with warnings.catch_warnings():  # the unfused reference is what the CPU path is meant to be
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile", category=UserWarning)
+        return flex_attention(q, k, v, score_mod=score_mod, scale=scale)
 
 
 @torch.compiler.disable
@@ -189,14 +245,17 @@ def window_attention(
             :func:`~svrt_model.layers.window.mask_groups`); the fused path then redoes each group with one
             broadcast bias instead of a bias per window (preferred over ``mask_windows``; same result).
         impl: ``"fused"`` (``F.scaled_dot_product_attention``, bias and mask as one additive mask in
-            q's dtype) or ``"plain"`` (matmul-softmax-matmul as the official code, softmax in float32
-            for half-precision inputs).
+            q's dtype), ``"flex"`` (FlexAttention, bias and mask added per logit in float32 inside the kernel;
+            ``mask_windows`` and ``mask_groups`` unused; training needs a GPU) or ``"plain"``
+            (matmul-softmax-matmul as the official code, softmax in float32 for half-precision inputs).
 
     Returns:
         ``(B*nW, nH, N, hd)``.
     """
     if impl == "fused":
         return _fused_attention(q, k, v, scale, rel_bias, mask, mask_windows, mask_groups)
+    elif impl == "flex":
+        return _flex_attention(q, k, v, scale, rel_bias, mask)
     elif impl == "plain":
         return _plain_attention(q, k, v, scale, rel_bias, mask)
     else:

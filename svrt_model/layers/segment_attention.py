@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from svrt_model.errors import ModelConfigError
-from svrt_model.layers.attention import WindowAttention, sdpa_padded
+from svrt_model.layers.attention import WindowAttention, sdpa_padded, window_attention
 from svrt_model.layers.window_plan import WindowPlan, WindowSegment
 
 __all__ = ["attend", "segment_attention"]
@@ -40,7 +40,8 @@ def attend(
         q: ``(W, nH, Lq, hd)``; k, v: ``(W, nH, Lk, hd)``.
         rel_bias: ``(nH, Lq, Lk)`` or None.
         pattern: ``(Lq, Lk)`` additive shifted-window mask or None.
-        impl: ``"fused"`` (SDPA, one additive bias in q's dtype, as ``window_attention``) or ``"plain"``
+        impl: ``"fused"`` (SDPA, one additive bias in q's dtype, as ``window_attention``), ``"flex"``
+            (``window_attention``'s FlexAttention path, the pattern as a one-window mask) or ``"plain"``
             (matmul-softmax-matmul, biases added to the logits in the official order, softmax in float32
             for half-precision inputs).
 
@@ -53,6 +54,9 @@ def attend(
             rel = rel_bias.to(q.dtype)
             bias = rel if bias is None else bias + rel
         return sdpa_padded(q, k, v, None if bias is None else bias.unsqueeze(0), scale)
+    elif impl == "flex":
+        return window_attention(q, k, v, scale=scale, rel_bias=rel_bias,
+                                mask=None if pattern is None else pattern.unsqueeze(0), impl="flex")
     elif impl == "plain":
         attn = (q * scale) @ k.transpose(-2, -1)  # W nH Lq Lk
         if rel_bias is not None:
@@ -65,7 +69,7 @@ def attend(
             attn = attn.softmax(dim=-1)
         return attn @ v
     else:
-        raise ModelConfigError(f"attend: unknown impl {impl!r}; expected 'fused' or 'plain'")
+        raise ModelConfigError(f"attend: unknown impl {impl!r}; expected 'fused', 'flex' or 'plain'")
 
 
 def _tokens(out: torch.Tensor) -> torch.Tensor:

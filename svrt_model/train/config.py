@@ -148,7 +148,7 @@ class TrainConfig:
     grad_checkpoint: str = "none"
     spike_checkpoint: str = "none"
     compile: str = "none"
-    attention: Literal["fused", "plain"] = "fused"
+    attention: Literal["fused", "flex", "plain"] = "fused"
     cuda_graph: bool = False
     checkpoint_every: int = 500
 
@@ -179,6 +179,8 @@ class TrainConfig:
                                              "train.precision=bf16 (or fp32), or train.cuda_graph=false")
             _check(self.device != "cpu", "train.cuda_graph needs a CUDA device, got train.device=cpu; set "
                                          "train.cuda_graph=false")
+        _check(self.attention != "flex" or self.device != "cpu", "train.attention=flex trains on a GPU only "
+               "(FlexAttention has no CPU backward), got train.device=cpu; set train.attention=fused")
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,9 @@ class TrainResult:
 
 def build_model(cfg: RunConfig, device: torch.device) -> VRTSpike:
     """The model of ``cfg`` (initialised from ``train.seed``) with the run-time switches of ``train``."""
+    if cfg.train.attention == "flex" and device.type != "cuda":
+        raise TrainingError(f"train.attention=flex trains on a GPU only (FlexAttention has no backward on "
+                            f"{device.type}); set train.attention=fused")
     torch.manual_seed(cfg.train.seed)
     model = VRTSpike(cfg.model.config)
     if cfg.train.init == "identity":  # output = input + conv_last(...): zero it and the model starts as the identity

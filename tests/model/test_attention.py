@@ -1,4 +1,5 @@
-"""Window attention: fused (SDPA) vs plain vs a per-window loop; the module's mutual attention."""
+"""Window attention: fused (SDPA), flex (FlexAttention; forward only on the CPU) and plain vs a per-window loop;
+the module's mutual attention; flex gradients on the GPU."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_paths_match_loop_reference_float64(case) -> None:
     batch, nw, heads, n, hd, with_bias, with_mask = case
     q, k, v, rel, mask = _inputs(batch, nw, heads, n, hd, with_bias, with_mask)
     expected = loop_reference(q, k, v, 0.3, rel, mask)
-    for impl in ("plain", "fused"):
+    for impl in ("plain", "fused", "flex"):
         got = window_attention(q, k, v, scale=0.3, rel_bias=rel, mask=mask, impl=impl)
         assert got.shape == expected.shape
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12, msg=impl)
@@ -96,10 +97,12 @@ def test_module_paths_agree_and_mutual_attention_is_official(mutual: bool) -> No
     mask = torch.zeros(3, n, n, dtype=torch.float64)
     mask[1, : n // 2, n // 2 :] = -100.0
     outs = {}
-    for impl in ("plain", "fused"):
-        attn.impl = impl
-        outs[impl] = attn(x, mask)
+    with torch.no_grad():
+        for impl in ("plain", "fused", "flex"):
+            attn.impl = impl
+            outs[impl] = attn(x, mask)
     torch.testing.assert_close(outs["fused"], outs["plain"], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(outs["flex"], outs["plain"], rtol=1e-12, atol=1e-12)
     if mutual:
         # Rebuild the output from the formula: frame-1 slots get attention(q2, k1, v1), then proj(cat[mut, self]).
         hd, half = 8, n // 2
@@ -158,3 +161,24 @@ def test_geglu_matches_autograd_and_gradcheck() -> None:
     w = torch.randn(out.shape, generator=g, dtype=torch.float64)
     ours = torch.autograd.grad((out * w).sum(), (a, b))
     torch.testing.assert_close(ours, torch.autograd.grad((ref * w).sum(), (a, b)))
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("case", CASES[1:4] + CASES[5:])
+def test_flex_gradients_match_plain_on_the_gpu(case) -> None:
+    """FlexAttention's backward (GPU only), relative-bias gradient included, against the plain path."""
+    batch, nw, heads, n, hd, with_bias, with_mask = case
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        q, k, v, rel, mask = (None if t is None else t.float().cuda() for t in _inputs(batch, nw, heads, n, hd,
+                                                                                       with_bias, with_mask))
+        leaves = [t.requires_grad_() for t in (q, k, v, rel) if t is not None]
+        grads = {}
+        for impl in ("plain", "flex"):
+            out = window_attention(q, k, v, scale=0.25, rel_bias=rel, mask=mask, impl=impl)
+            grads[impl] = (out.detach(), *torch.autograd.grad((out * out.detach().sin()).sum(), leaves))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+    for a, b in zip(grads["flex"], grads["plain"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

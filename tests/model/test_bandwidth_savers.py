@@ -343,3 +343,23 @@ def test_with_needed_savers_adds_what_a_saver_needs() -> None:
     for name in BANDWIDTH_SAVERS:  # each is a valid set on its own
         model.set_bandwidth_savers(with_needed_savers(name))
         assert name in model.bandwidth_savers.split("+")
+
+
+@pytest.mark.parametrize("savers", ["none", "all"])
+def test_flex_attention_forward_equals_plain(savers: str) -> None:
+    """FlexAttention in every window-attention route (grouped masks, per-segment attention of the
+    window-gather saver), forward in float64 (its backward needs a GPU: tests/model/test_vrt_cuda.py)."""
+    cfg = micro_config(frames=5)
+    model = build(cfg).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, WindowAttention):
+                m.relative_position_bias_table.normal_()
+    rgb, spikes, flows = inputs(1, 5, 32, 40, cfg.spike_bins, (16, 20))
+    model.vrt.set_bandwidth_savers(savers)
+    outs = {}
+    with torch.no_grad():
+        for impl in ("plain", "flex"):
+            model.set_attention(impl)
+            outs[impl] = model(rgb, spikes, flows)
+    torch.testing.assert_close(outs["flex"], outs["plain"], rtol=1e-12, atol=1e-12)

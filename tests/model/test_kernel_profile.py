@@ -16,6 +16,7 @@ from svrt_model.kernel_profile import CATEGORIES, categorize, format_kernel_tabl
     ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "GEMM"),
     ("nvjet_tst_128x256_64x4_2x1_v_bz_coopA_NNT", "GEMM"),
     ("triton_tem_fused_mm_0", "GEMM"),
+    ("triton_tem_fused_flex_attention_0", "attention/SDPA"),
     ("fmha_cutlassF_bf16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel<...>)", "attention/SDPA"),
     ("void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<...>", "attention/SDPA"),
     ("void at::native::vectorized_elementwise_kernel<4, at::native::GeluCUDAKernelImpl>", "elementwise"),

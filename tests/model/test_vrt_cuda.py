@@ -1,5 +1,6 @@
-"""VRT on the GPU: float32 CUDA vs the float64 golden output, fused vs plain attention in float32 and
-bf16 autocast, checkpointing on CUDA. Skipped without CUDA (``FAIL_WITHOUT_CUDA=1`` makes them fail)."""
+"""VRT on the GPU: float32 CUDA vs the float64 golden output, fused and flex vs plain attention in float32
+and bf16 autocast (flex also inside compiled attention cores), checkpointing on CUDA. Skipped without CUDA
+(``FAIL_WITHOUT_CUDA=1`` makes them fail)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_cuda_float64_matches_golden(shared_dir, run_name: str, impl: str) -> No
     assert (out.cpu() - run["output"]).abs().max().item() < 1e-8
 
 
-@pytest.mark.parametrize("impl", ["fused", "plain"])
+@pytest.mark.parametrize("impl", ["fused", "flex", "plain"])
 def test_cuda_float32_matches_golden(shared_dir, strict_fp32, impl: str) -> None:
     # The SpyNet run only: with the golden's several-pixel given flows, "nearest4" pre-alignment rounds
     # positions to pixels, and float32 rounding flips some of them (a discontinuity, not an error).
@@ -75,24 +76,28 @@ def _run(model: VRT, x: torch.Tensor, autocast: bool) -> tuple[torch.Tensor, lis
     return out.detach().float(), grads
 
 
-def test_cuda_fused_equals_plain_float32(strict_fp32) -> None:
+@pytest.mark.parametrize(("impl", "compiled"), [("fused", False), ("flex", False), ("flex", True)])
+def test_cuda_fused_equals_plain_float32(strict_fp32, impl: str, compiled: bool) -> None:
     model = _tiny_model()
     x = torch.rand(2, 5, 3, 64, 72, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
     model.set_attention("plain")
     out_p, g_p = _run(model, x, autocast=False)
-    model.set_attention("fused")
+    model.set_attention(impl)
+    if compiled:  # FlexAttention traced into the compiled attention cores (no graph break, unlike SDPA)
+        model.compile_blocks("attn")
     out_f, g_f = _run(model, x, autocast=False)
     assert rel_err(out_f, out_p) < 1e-5
     assert len(g_f) == len(g_p) > 0
     assert max(rel_err(a, b) for a, b in zip(g_f, g_p, strict=True) if b.norm() > 0) < 1e-3
 
 
-def test_cuda_fused_close_to_plain_bf16() -> None:
+@pytest.mark.parametrize("impl", ["fused", "flex"])
+def test_cuda_fused_close_to_plain_bf16(impl: str) -> None:
     model = _tiny_model()
     x = torch.rand(1, 5, 3, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
     model.set_attention("plain")
     out_p, _ = _run(model, x, autocast=True)
-    model.set_attention("fused")
+    model.set_attention(impl)
     out_f, g_f = _run(model, x, autocast=True)
     assert torch.isfinite(out_f).all() and all(torch.isfinite(g).all() for g in g_f)
     assert rel_err(out_f, out_p) < 2e-2

@@ -92,6 +92,8 @@ def test_errors_name_key_source_and_choices(tmp_path: Path) -> None:
         load_run_config("tiny", [*graph, "train.precision=fp16", "train.device=cuda"])
     with pytest.raises(RunConfigError, match=r"train\.cuda_graph needs a CUDA device, got train\.device=cpu"):
         load_run_config("tiny", [*graph, "train.device=cpu"])
+    with pytest.raises(RunConfigError, match=r"train\.attention=flex trains on a GPU only .*got train\.device=cpu"):
+        load_run_config("tiny", ["train.attention=flex", "train.device=cpu"])
     with pytest.raises(RunConfigError, match=r"'nope\.yaml' is neither a YAML file nor a preset; .*tiny, svrt-base"):
         load_run_config("nope.yaml")
     assert preset_path("tiny").is_file()

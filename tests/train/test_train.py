@@ -304,6 +304,10 @@ def test_cuda_graph_without_a_gpu_is_refused_at_start(train_store: Path, micro_c
                                             r"set train\.cuda_graph=false"):
         train(cfg, store=train_store, run_dir=tmp_path / "run")
     assert not (tmp_path / "run" / "last.pt").exists()
+    cfg = load_run_config(micro_config, ["train.device=auto", "train.attention=flex"])
+    with pytest.raises(TrainingError, match=r"train\.attention=flex trains on a GPU only .* train\.attention=fused"):
+        train(cfg, store=train_store, run_dir=tmp_path / "flex")
+    assert not (tmp_path / "flex" / "last.pt").exists()
 
 
 def test_raw_model_needs_raw_data(micro_config: Path) -> None:
