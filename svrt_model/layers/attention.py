@@ -79,12 +79,14 @@ def _flex_attention(
 ) -> torch.Tensor:
     """FlexAttention with the relative bias and the window's mask added to each logit inside the kernel.
 
-    The fused path hands SDPA a bias that the memory-efficient kernel reads for every window, and whose
-    gradient its backward writes out per window before the broadcast sums it (the relative bias is
-    learned); here the kernel reads ``rel_bias[h, i, j]`` and ``mask[window, i, j]`` per logit and
-    accumulates the bias gradient in place, and no masked-window regrouping is needed. The bias is added in
+    The fused path hands SDPA a bias that the memory-efficient kernel reads for every window, and for a
+    learned bias its backward produces the gradient at the expanded (per-window) size before the broadcast
+    is summed; here the kernel reads ``rel_bias[h, i, j]`` and ``mask[window, i, j]`` per logit and
+    accumulates the bias gradient itself, and no masked-window regrouping is needed. Whether that is
+    faster on a given GPU is measured by ``benchmarks/bench_svrt.py`` rows with ``attn=flex``. The bias is added in
     float32 (the kernel's logit dtype). On the GPU the call is compiled (Triton kernels, forward and
-    backward); in eager mode on the CPU FlexAttention runs its unfused reference, forward only.
+    backward; the head dim zero-padded to a power of two >= 16, e.g. 20 -> 32, as the kernels' tiles
+    need); on the CPU FlexAttention runs its unfused reference, forward only (and outside compiled code).
     """
     global _flex_compiled
     nw = 1 if mask is None else mask.shape[0]
@@ -97,13 +99,19 @@ def _flex_attention(
             score = score + mask[b % nw, i, j]
         return score
 
-    if torch.compiler.is_compiling():  # inside a compiled attention core: traced into its graph
-        return flex_attention(q, k, v, score_mod=score_mod, scale=scale)
     if q.device.type == "cuda":
-        if _flex_compiled is None:  # one kernel per window shape: ~20 for VRT
-            raise_recompile_limits()
-            _flex_compiled = torch.compile(flex_attention, dynamic=False)
-        return _flex_compiled(q, k, v, score_mod=score_mod, scale=scale)
+        hd = q.shape[-1]
+        pad = max(16, 1 << (hd - 1).bit_length()) - hd  # Triton's tiles: a power of two >= 16 (exact: zeros)
+        if pad:
+            q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+        if torch.compiler.is_compiling():  # inside a compiled attention core: traced into its graph
+            out = flex_attention(q, k, v, score_mod=score_mod, scale=scale)
+        else:
+            if _flex_compiled is None:  # one kernel per window shape: ~20 for VRT
+                raise_recompile_limits()
+                _flex_compiled = torch.compile(flex_attention, dynamic=False)
+            out = _flex_compiled(q, k, v, score_mod=score_mod, scale=scale)
+        return out[..., :hd] if pad else out
     with warnings.catch_warnings():  # the unfused reference is what the CPU path is meant to be
         warnings.filterwarnings("ignore", message="flex_attention called without torch.compile", category=UserWarning)
         return flex_attention(q, k, v, score_mod=score_mod, scale=scale)
