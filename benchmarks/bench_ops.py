@@ -1,5 +1,7 @@
 """The model ops (issue 13): every op's CUDA path against the best plain-torch formulation, eager and
 ``torch.compile``d, in one run and ONE table, with the device's copy bandwidth measured in the same run.
+``window_attn`` (issue 12) puts the backbone's window attention there too: FlexAttention as the candidate
+row against the model's SDPA path and the official matmul-softmax, at ``svrt_base``'s stage-1 shapes.
 
 Run on a CUDA machine from the repository root::
 
@@ -46,8 +48,10 @@ from kernels.spike_accumulate import spike_accumulate_torch  # noqa: E402
 from kernels.spike_accumulate_cuda import spike_accumulate_cuda  # noqa: E402
 from kernels.upfirdn2d import upfirdn2d_torch  # noqa: E402
 from kernels.upfirdn2d_cuda import upfirdn2d_cuda  # noqa: E402
+from svrt_model.layers.attention import window_attention  # noqa: E402
+from svrt_model.layers.window import effective_window, mask_groups, shifted_window_mask  # noqa: E402
 
-OPS = ("spike", "bias_act", "upfirdn", "deform_attn")
+OPS = ("spike", "bias_act", "upfirdn", "deform_attn", "window_attn")
 
 
 @dataclass
@@ -217,6 +221,51 @@ def deform_attn_case() -> Case:
                 ("query", "key", "value", "offset"), traffic)
 
 
+# ---------------------------------------------------------------- window attention (VRT's TMSA blocks)
+
+
+def window_attn_case(mutual: bool) -> Case:
+    """``svrt_base``'s stage-1 shifted window attention at 256x256, T=5, 6 heads of 16: self attention
+    (5x8x8 windows, relative bias + mask) or one direction of mutual attention (2x8x8 windows, frame 2's
+    queries on frame 1's keys: 64 x 64 tokens, the mask's top-left slice, no bias). The candidate row is
+    FlexAttention (``impl="flex"``); the torch rows are the model's SDPA path with grouped masks and the
+    official matmul-softmax."""
+    size, window = ((6, 256, 256), (2, 8, 8)) if mutual else ((5, 256, 256), (5, 8, 8))  # T=5 pads to 6 in pairs
+    heads, hd = 6, 16
+
+    def make(device: torch.device, smoke: bool) -> dict:
+        sz = size if not smoke else (size[0], 16, 16)
+        win, shift = effective_window(sz, window, tuple(w // 2 for w in window))
+        n = win[0] * win[1] * win[2]
+        tokens = n // 2 if mutual else n
+        mask = shifted_window_mask(sz, win, shift, device)[:, :tokens, :tokens]
+        gen = torch.Generator(device=device).manual_seed(4)
+        dtype = torch.float32 if smoke else torch.bfloat16
+        q, k, v = (torch.randn(mask.shape[0], heads, tokens, hd, generator=gen, device=device).to(dtype)
+                   for _ in range(3))
+        bias = None if mutual else 0.02 * torch.randn(heads, n, n, generator=gen, device=device)
+        return {"q": q, "k": k, "v": v, "bias": bias, "mask": mask,
+                "groups": mask_groups(sz, win, shift, device, tokens=tokens)}
+
+    def run(impl: str) -> Callable[[dict], torch.Tensor]:
+        def fwd(t: dict) -> torch.Tensor:
+            return window_attention(t["q"], t["k"], t["v"], scale=hd**-0.5, rel_bias=t["bias"], mask=t["mask"],
+                                    mask_groups=t["groups"] if impl == "fused" else None, impl=impl)
+        return fwd
+
+    def traffic(t: dict, out: torch.Tensor) -> int:
+        used = [t["q"], t["k"], t["v"], t["mask"], out] + ([] if t["bias"] is None else [t["bias"]])
+        return sum(x.numel() * x.element_size() for x in used)
+
+    impls = [Impl("FlexAttention (attn=flex)", "cuda", run("flex")),
+             Impl("SDPA, grouped masks (attn=fused)", "torch", run("fused")),
+             Impl("matmul-softmax (attn=plain)", "torch", run("plain")),
+             Impl("matmul-softmax (attn=plain)", "torch", run("plain"), compile=True)]
+    label = "mutual, 3072 windows x 64 tokens" if mutual else "self, 1024 windows x 320 tokens, rel bias"
+    return Case("window_attn", f"{label}, 6 heads x 16, shifted mask, bf16", make, impls,
+                ("q", "k", "v") if mutual else ("q", "k", "v", "bias"), traffic)
+
+
 # ---------------------------------------------------------------- measuring
 
 
@@ -364,6 +413,7 @@ def main() -> None:
         "bias_act": [lambda: bias_act_case(torch.float32), lambda: bias_act_case(torch.bfloat16)],
         "upfirdn": [lambda: upfirdn_case("up"), lambda: upfirdn_case("down")],
         "deform_attn": [deform_attn_case],
+        "window_attn": [lambda: window_attn_case(False), lambda: window_attn_case(True)],
     }
     cases = [build() for op in ops for build in builders[op]]
     copy_gbs = None if args.smoke else copy_bandwidth()
