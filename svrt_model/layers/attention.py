@@ -1,7 +1,6 @@
-"""Window attention: a pure function with a fused (SDPA), a flex (FlexAttention) and a plain (matmul-softmax)
-path, and the
-``WindowAttention`` module of VRT's TMSA blocks (self attention, plus mutual attention in the first
-group of each stage; Liang et al., "VRT: A Video Restoration Transformer", 2022).
+"""Window attention: a pure function with a fused (SDPA), a flex (FlexAttention) and a plain
+(matmul-softmax) path, and the ``WindowAttention`` module of VRT's TMSA blocks (self attention, plus mutual
+attention in the first group of each stage; Liang et al., "VRT: A Video Restoration Transformer", 2022).
 
 The module only owns parameters and buffers (official names); the arithmetic lives in
 :func:`window_attention`, which tests compare across paths.
@@ -83,10 +82,12 @@ def _flex_attention(
     learned bias its backward produces the gradient at the expanded (per-window) size before the broadcast
     is summed; here the kernel reads ``rel_bias[h, i, j]`` and ``mask[window, i, j]`` per logit and
     accumulates the bias gradient itself, and no masked-window regrouping is needed. Whether that is
-    faster on a given GPU is measured by ``benchmarks/bench_svrt.py`` rows with ``attn=flex``. The bias is added in
-    float32 (the kernel's logit dtype). On the GPU the call is compiled (Triton kernels, forward and
-    backward; the head dim zero-padded to a power of two >= 16, e.g. 20 -> 32, as the kernels' tiles
-    need); on the CPU FlexAttention runs its unfused reference, forward only (and outside compiled code).
+    faster on a given GPU is what ``benchmarks/bench_ops.py --ops window_attn`` and the ``attn=flex`` rows
+    of ``benchmarks/bench_svrt.py`` measure.
+
+    The bias is added in float32 (the kernel's logit dtype). On the GPU the call is compiled (Triton
+    kernels, forward and backward; the head dim zero-padded to a power of two >= 16, e.g. 20 -> 32, as the
+    kernels' tiles need); on the CPU FlexAttention runs its unfused reference, forward only.
     """
     global _flex_compiled
     nw = 1 if mask is None else mask.shape[0]
