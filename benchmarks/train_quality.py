@@ -140,16 +140,18 @@ def reference_points(raw: Path) -> dict[str, float]:
     from PIL import Image
 
     from svrt_data.spike_io import read_dat
-    from svrt_data.synth.photos import LUMA
+    from svrt_data.synth.photos import luminance
     from svrt_model.metrics import psnr
 
     meta = json.loads((raw / "synth.json").read_text())
     (hs, ws), (h, w) = meta["layout"]["spike_size"], meta["layout"]["rgb_size"]
     theta, flip = meta["parameters"]["threshold"], meta["layout"]["spike_flip"]
-    luma = torch.from_numpy(LUMA).view(1, 3, 1, 1)
 
     def image(path: Path) -> torch.Tensor:
         return torch.from_numpy(np.asarray(Image.open(path), np.float32)).permute(2, 0, 1)[None]
+
+    def gray(x: torch.Tensor) -> torch.Tensor:  # (1, 3, H, W) RGB levels -> (1, 1, H, W) luminance levels
+        return torch.from_numpy(luminance(x[0].permute(1, 2, 0).numpy()) * 255.0)[None, None]
 
     def down(x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(x, size=(hs, ws), mode="area")
@@ -163,7 +165,7 @@ def reference_points(raw: Path) -> dict[str, float]:
             sharp, blur = image(sharp_png), image(seq / "blur" / sharp_png.name)
             frames = read_dat(seq / "spike" / f"{sharp_png.stem}.dat", height=hs, width=ws, flip=flip)[:]
             found = {"blurry": blur, "oracle": blur + up(down(sharp) - down(blur))}
-            centre, blur_luma = len(frames) // 2, down((blur * luma).sum(1, keepdim=True))
+            centre, blur_luma = len(frames) // 2, down(gray(blur))
             for n in REFERENCE_WINDOWS:
                 rate = frames[centre - n // 2:centre - n // 2 + n].mean(0, dtype=np.float32)
                 found[f"spikes_{n}"] = blur + up(torch.from_numpy(rate * theta * 255.0)[None, None] - blur_luma)

@@ -101,17 +101,23 @@ def test_each_saver_changes_no_number(all_savers_run, drop: str) -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def _random_bias_model(cfg):
+    """The S-VRT of ``cfg`` with N(0, 1) relative position bias tables (so the biases matter in comparisons)."""
+    model = build(cfg)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, WindowAttention):
+                m.relative_position_bias_table.normal_()
+    return model
+
+
 def test_spike_model_savers_odd_t_padded_frames_half_spikes() -> None:
     """The whole S-VRT, float64, training with stochastic depth: T=5 (self windows of 5 frames, mutual windows
     padded to 6 frames), 32x40 frames (widths 10 and 5 px padded in 4 px windows), spikes at half
     size, shifted windows; all savers vs none, output and every gradient."""
     cfg = micro_config(frames=5)
     cfg = dataclasses.replace(cfg, vrt=dataclasses.replace(cfg.vrt, drop_path_rate=0.3))
-    model = build(cfg).train()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, WindowAttention):
-                m.relative_position_bias_table.normal_()
+    model = _random_bias_model(cfg).train()
     rgb, spikes, flows = inputs(1, 5, 32, 40, cfg.spike_bins, (16, 20))
     runs = []
     for savers in ("none", "all"):
@@ -350,11 +356,7 @@ def test_flex_attention_forward_equals_plain(savers: str) -> None:
     """FlexAttention in every window-attention route (grouped masks, per-segment attention of the
     window-gather saver), forward in float64 (its backward needs a GPU: tests/model/test_vrt_cuda.py)."""
     cfg = micro_config(frames=5)
-    model = build(cfg).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, WindowAttention):
-                m.relative_position_bias_table.normal_()
+    model = _random_bias_model(cfg).eval()
     rgb, spikes, flows = inputs(1, 5, 32, 40, cfg.spike_bins, (16, 20))
     model.vrt.set_bandwidth_savers(savers)
     outs = {}
