@@ -36,6 +36,8 @@ convolution, other) and the top kernels (``profile_<n>.md`` in ``--out``).
     PYTHONPATH=$PWD python3 benchmarks/bench_svrt.py --suite speed --no-breakdown --out $OUT \
         --profile bf16:attn+ffn:full bf16:attn+ffn:full:none:eager:savers=residual+mutual-proj+mask-groups
     PYTHONPATH=$PWD python3 benchmarks/bench_svrt.py --rows bf16:attn+ffn:full:none:graph --iters 10
+    PYTHONPATH=$PWD python3 benchmarks/bench_svrt.py --measure train --no-breakdown --iters 3 --warmup 1 \
+        --rows bf16:attn+ffn:full:attn+ffn+spike:graph:attn=flex      # training step only: one compile per row
     PYTHONPATH=$PWD python3 benchmarks/bench_svrt.py --suite savers --iters 3 --warmup 1 --no-breakdown \
         --profile-steps 2 --out $OUT --profile bf16:attn+ffn:full:none:eager:savers=none bf16:attn+ffn:full:none:eager
 """
@@ -260,14 +262,16 @@ def measure_forward(model: VRTSpike, row: dict[str, str], iters: int, warmup: in
     return {"forward_ms": statistics.median(times), "forward_gib": peak}
 
 
-def run_row(model: VRTSpike, row: dict[str, str], iters: int, warmup: int) -> dict[str, object]:
+def run_row(model: VRTSpike, row: dict[str, str], iters: int, warmup: int, measure: str = "both") -> dict[str, object]:
     out: dict[str, object] = {"row": row_name(row)}
     try:
         configure(model, row)
-        out.update(measure_train(model, row, iters, warmup))
-        gc.collect()
-        torch.cuda.empty_cache()
-        out.update(measure_forward(model, row, iters, warmup))
+        if measure != "forward":
+            out.update(measure_train(model, row, iters, warmup))
+            gc.collect()
+            torch.cuda.empty_cache()
+        if measure != "train":
+            out.update(measure_forward(model, row, iters, warmup))
     except torch.cuda.OutOfMemoryError:
         out["error"] = "OOM"
     except Exception as exc:  # one broken row must not lose the table
@@ -290,16 +294,16 @@ def format_table(results: list[dict[str, object]], markdown: bool = False) -> st
         prec = str(r["row"]).split(":")[0]
         ot, og = ORIGINAL[("train", prec)]
         of, _ = ORIGINAL[("forward", prec)]
-        if "error" in r and "train_ms" not in r:
+        if "error" in r and "train_ms" not in r and "forward_ms" not in r:
             rows.append([str(r["row"]), str(r["error"])[:40], "", "", "", "", "", f"{ot:.0f}", f"{og:.2f}", "",
                          f"{of:.0f}", ""])
             continue
-        fwd = r.get("forward_ms")
+        fwd, train = r.get("forward_ms"), r.get("train_ms")  # either may be absent (--measure)
         rows.append([
-            str(r["row"]), f"{r['train_ms']:.1f}", f"{r['train_min']:.0f}-{r['train_max']:.0f}",
-            f"{r['train_gib']:.2f}", _fmt(fwd, ".1f"), _fmt(r.get("forward_gib"), ".2f"), f"{r['first_s']:.1f}",
-            f"{ot:.0f}", f"{og:.2f}", f"{ot / r['train_ms']:.2f}x", f"{of:.0f}",
-            "-" if fwd is None else f"{of / fwd:.2f}x",
+            str(r["row"]), _fmt(train, ".1f"), "-" if train is None else f"{r['train_min']:.0f}-{r['train_max']:.0f}",
+            _fmt(r.get("train_gib"), ".2f"), _fmt(fwd, ".1f"), _fmt(r.get("forward_gib"), ".2f"),
+            _fmt(r.get("first_s"), ".1f"), f"{ot:.0f}", f"{og:.2f}", "-" if train is None else f"{ot / train:.2f}x",
+            f"{of:.0f}", "-" if fwd is None else f"{of / fwd:.2f}x",
         ])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -312,8 +316,8 @@ def format_table(results: list[dict[str, object]], markdown: bool = False) -> st
 
 def target_verdict(results: list[dict[str, object]]) -> str:
     """The fastest bf16 training row within 28.7 GiB and the fastest bf16 forward, against the targets."""
-    bf16 = [r for r in results if str(r["row"]).startswith("bf16") and "train_ms" in r]
-    fitting = [r for r in bf16 if r["train_gib"] <= 28.7]
+    bf16 = [r for r in results if str(r["row"]).startswith("bf16")]
+    fitting = [r for r in bf16 if "train_ms" in r and r["train_gib"] <= 28.7]
     lines = []
     if fitting:
         best = min(fitting, key=lambda r: r["train_ms"])
@@ -457,6 +461,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--breakdown-precision", choices=("fp32", "bf16"), default="bf16")
     ap.add_argument("--no-breakdown", action="store_true")
+    ap.add_argument("--measure", choices=("both", "train", "forward"), default="both",
+                    help="what each row measures (a compiled row compiles once per kind measured)")
     ap.add_argument("--profile", nargs="+", default=[], metavar="ROW",
                     help="also profile these rows' training steps (kernels by category, top kernels)")
     ap.add_argument("--profile-steps", type=int, default=3)
@@ -481,7 +487,7 @@ def main() -> None:
             return x
     results = []
     for row in tqdm(rows, desc="bench_svrt", file=sys.stderr):
-        res = run_row(model, row, args.iters, args.warmup)
+        res = run_row(model, row, args.iters, args.warmup, measure=args.measure)
         results.append(res)
         print(json.dumps(res), flush=True)
         if args.out:  # after every row: a run cut short keeps a readable table

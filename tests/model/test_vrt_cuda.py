@@ -1,5 +1,5 @@
 """VRT on the GPU: float32 CUDA vs the float64 golden output, fused and flex vs plain attention in float32
-and bf16 autocast (flex also inside compiled attention cores), checkpointing on CUDA. Skipped without CUDA
+and bf16 autocast (flex also called from compiled attention cores), checkpointing on CUDA. Skipped without CUDA
 (``FAIL_WITHOUT_CUDA=1`` makes them fail)."""
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def test_cuda_fused_equals_plain_float32(strict_fp32, impl: str, compiled: bool)
     model.set_attention("plain")
     out_p, g_p = _run(model, x, autocast=False)
     model.set_attention(impl)
-    if compiled:  # FlexAttention traced into the compiled attention cores (no graph break, unlike SDPA)
+    if compiled:  # flex called from compiled attention cores (traced into them it was 3e-3 off on the H200)
         model.compile_blocks("attn")
     out_f, g_f = _run(model, x, autocast=False)
     assert rel_err(out_f, out_p) < 1e-5
