@@ -177,9 +177,17 @@ def _build_sequence(cfg: SynthConfig, index: int, photos: list[Photo], seq_dir: 
     }
 
 
+_worker_photos: list[Photo] = []
+"""The photographs of a worker process (loaded once per process by :func:`_load_worker_photos`)."""
+
+
+def _load_worker_photos(images: str | None) -> None:
+    _worker_photos[:] = load_photos(images)
+
+
 def _sequence_job(cfg: SynthConfig, index: int, seq_dir: str) -> dict:
-    """:func:`_build_sequence` in a worker process (photographs loaded there: they are not pickled over)."""
-    return _build_sequence(cfg, index, load_photos(cfg.images), Path(seq_dir), None)
+    """:func:`_build_sequence` in a worker process (photographs loaded there once: they are not pickled over)."""
+    return _build_sequence(cfg, index, _worker_photos, Path(seq_dir), None)
 
 
 def _build_parallel(cfg: SynthConfig, plan: list[tuple[str, int]], staging_root: Path, workers: int,
@@ -191,7 +199,8 @@ def _build_parallel(cfg: SynthConfig, plan: list[tuple[str, int]], staging_root:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn: the caller may hold CUDA or threads (a training script), which fork does not carry safely
-    with ProcessPoolExecutor(min(workers, len(plan)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(min(workers, len(plan)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_load_worker_photos, initargs=(cfg.images,)) as pool:
         futures = [pool.submit(_sequence_job, cfg, index, str(d)) for (_, index), d in zip(plan, dirs, strict=True)]
         try:
             for done in as_completed(futures):
