@@ -100,19 +100,24 @@ def _flex_attention(
         return score
 
     if q.device.type == "cuda":
+        if torch.compiler.is_compiling():  # a compiled block: break its graph here (see _flex_cuda)
+            return _flex_cuda_outside_graph(q, k, v, scale, score_mod)
         return _flex_cuda(q, k, v, scale, score_mod)
     with warnings.catch_warnings():  # the unfused reference is what the CPU path is meant to be
         warnings.filterwarnings("ignore", message="flex_attention called without torch.compile", category=UserWarning)
         return flex_attention(q, k, v, score_mod=score_mod, scale=scale)
 
 
-@torch.compiler.disable
 def _flex_cuda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, score_mod) -> torch.Tensor:
-    """FlexAttention on the GPU through its own compiled function, also when called from a compiled block.
+    """FlexAttention on the GPU through its own compiled function.
 
-    Kept out of the blocks' graphs: traced into a compiled attention core of the tiny VRT (H200, torch
-    2.11) the kernel's float32 output was 3e-3 off the reference and gradients 8% off, while the same call
-    outside that graph, and flex traced into small graphs of its own, agree to 3e-7 (benchmarks/RESULTS.md).
+    Called from a compiled block it runs as :data:`_flex_cuda_outside_graph`, out of the block's graph: traced
+    into a compiled attention core of the tiny VRT (H200, torch 2.11) the kernel's float32 output was 3e-3
+    off the reference and gradients 8% off, while the same call outside that graph, and flex traced into
+    small graphs of its own, agree to 3e-7. From eager code it is called directly: under the disabled
+    wrapper inside ``torch.utils.checkpoint`` (itself dynamo-disabled) torch 2.11 ran flex's unfused eager
+    path instead of this compiled function, and that path's graph tracing broke the checkpoint
+    (benchmarks/RESULTS.md, session 9).
     """
     global _flex_compiled
     hd = q.shape[-1]
@@ -124,6 +129,9 @@ def _flex_cuda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, 
         _flex_compiled = torch.compile(flex_attention, dynamic=False)
     out = _flex_compiled(q, k, v, score_mod=score_mod, scale=scale)
     return out[..., :hd] if pad else out
+
+
+_flex_cuda_outside_graph = torch.compiler.disable(_flex_cuda)
 
 
 @torch.compiler.disable
