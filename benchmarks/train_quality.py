@@ -4,7 +4,8 @@
     python benchmarks/train_quality.py --out OUT [--steps 1000 --size 192x320 --crop 128 --clip-len 6 ...]
 
 1. Two synthetic raw datasets (``svrt_data.synth.synthesize``): ``train`` from four of scikit-image's
-   bundled photographs (``--gray-photos``: and its eight grayscale ones), ``test`` from the other two (so
+   bundled photographs (``--gray-photos``: and its eight grayscale ones; ``--dead-leaves N``: and N dead-leaves
+   scenes coloured from the training photographs), ``test`` from the other two (so
    no test scene was seen in training), each voxelized into its own store (K=32 count voxels).
 2. Per variant: ``svrt_model.train.train`` (the ``tiny`` preset's recipe with the size and step overrides
    below, identical for all three), then the last checkpoint restores every test sequence in clips of the
@@ -47,7 +48,7 @@ sys.path.insert(0, str(REPO))
 from pipelines.voxelize_job import voxelize_dataset  # noqa: E402
 from svrt_data.preview import save_png  # noqa: E402
 from svrt_data.synth import synthesize  # noqa: E402
-from svrt_data.synth.photos import Photo, load_photos  # noqa: E402
+from svrt_data.synth.photos import Photo, dead_leaves, load_photos  # noqa: E402
 
 VARIANTS = ("cross_attention", "early", "rgb_only")
 TEST_PHOTOS = ("chelsea", "rocket")
@@ -68,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-sequences", type=int, default=2)
     p.add_argument("--gray-photos", action="store_true",
                    help="also draw training sequences from scikit-image's 8 grayscale photographs (as gray RGB)")
+    p.add_argument("--dead-leaves", type=int, default=0, metavar="N",
+                   help="also draw training sequences from N dead-leaves scenes (svrt_data.synth.photos.dead_leaves), "
+                        "coloured from the training photographs")
     p.add_argument("--frames", type=int, default=12, help="blurry frames per sequence")
     p.add_argument("--motion", type=float, default=4.0, help="camera motion scale (svrt-data synth --motion)")
     p.add_argument("--source-frames", type=int, default=13, help="exposure length NN (svrt-data synth)")
@@ -98,16 +102,18 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def photo_folder(data: Path, split: str, gray: bool) -> Path:
+def photo_folder(data: Path, split: str, gray: bool, leaves: int = 0) -> Path:
     """Where a split's photographs are written (one folder per choice: a rebuild never mixes the sets)."""
-    return data / (f"photos_{split}_gray" if gray and split == "train" else f"photos_{split}")
+    if split != "train":
+        return data / f"photos_{split}"
+    return data / ("photos_train" + ("_gray" if gray else "") + (f"_leaves{leaves}" if leaves else ""))
 
 
 def build_data(args: argparse.Namespace) -> tuple[Path, Path]:
     """Train and test stores from disjoint photographs (reused when ``data/params.json`` matches)."""
     data = args.out / "data"
     params = {k: getattr(args, k) for k in ("size", "train_sequences", "test_sequences", "frames", "motion",
-                                             "source_frames", "seed", "gray_photos")}
+                                             "source_frames", "seed", "gray_photos", "dead_leaves")}
     stamp = data / "params.json"
     train_store, test_store = data / "train.zarr", data / "test.zarr"
     if not args.rebuild and stamp.exists() and json.loads(stamp.read_text()) == params:
@@ -119,15 +125,21 @@ def build_data(args: argparse.Namespace) -> tuple[Path, Path]:
 
         for name in GRAY_PHOTOS:
             photos[name] = Photo(name, np.repeat(getattr(skdata, name)()[..., None], 3, axis=2))
-    for split, names in (("train", [n for n in photos if n not in TEST_PHOTOS]), ("test", list(TEST_PHOTOS))):
-        folder = photo_folder(data, split, args.gray_photos)
+    train_names = [n for n in photos if n not in TEST_PHOTOS]
+    if args.dead_leaves:  # coloured from the training photographs' pixels only: the test scenes stay unseen
+        palette = np.concatenate([photos[n].pixels.reshape(-1, 3)[::97] for n in train_names])
+        for leaves in dead_leaves(args.dead_leaves, seed=args.seed, palette=palette):
+            photos[leaves.name] = leaves
+            train_names.append(leaves.name)
+    for split, names in (("train", train_names), ("test", list(TEST_PHOTOS))):
+        folder = photo_folder(data, split, args.gray_photos, args.dead_leaves)
         for name in names:
             save_png(photos[name].pixels, folder / f"{name}.png")
     start = time.perf_counter()
     common = {"frames": args.frames, "size": _size(args.size), "spike_scale": 0.5, "motion": args.motion,
               "source_frames": args.source_frames, "overwrite": True, "workers": max(os.cpu_count() or 1, 1)}
     synthesize(data / "raw_train", sequences=args.train_sequences, test_sequences=0, seed=args.seed,
-               images=photo_folder(data, "train", args.gray_photos), **common)
+               images=photo_folder(data, "train", args.gray_photos, args.dead_leaves), **common)
     synthesize(data / "raw_test", sequences=0, test_sequences=args.test_sequences, seed=args.seed + 1,
                images=photo_folder(data, "test", args.gray_photos), **common)
     for raw, store in ((data / "raw_train", train_store), (data / "raw_test", test_store)):

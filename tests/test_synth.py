@@ -31,6 +31,7 @@ from svrt_data.synth import (
     view_for,
 )
 from svrt_data.synth import builder as builder_mod
+from svrt_data.synth.photos import dead_leaves
 from svrt_errors import BackendUnavailableError, SvrtValueError
 
 TINY = dict(sequences=2, test_sequences=1, frames=3, size=(16, 32), source_frames=2, progress=False)
@@ -482,3 +483,53 @@ def test_own_photographs_and_missing_scikit_image(tmp_path: Path, monkeypatch) -
     with pytest.raises(SvrtValueError, match="no photographs found"):
         synthesize(tmp_path / "e", images=tmp_path / "own" / "train", **TINY)
 
+
+
+def _dead_leaves_reference(size: int, seed: int, palette: np.ndarray, radii: tuple[float, float], leaves: int
+                           ) -> np.ndarray:
+    """Back to front, every disk painted whole over the ones behind it: the same RNG draws as
+    ``dead_leaves`` (radius, centre, colour per disk; then the background), none of its bookkeeping."""
+    rng = np.random.default_rng(seed)
+    lo, hi = radii[0] ** -2.0, radii[1] ** -2.0
+    disks = []
+    for _ in range(leaves):
+        r = (lo - rng.random() * (lo - hi)) ** -0.5
+        cy, cx = rng.uniform(-r, size + r, 2)
+        disks.append((r, cy, cx, palette[rng.integers(len(palette))]))
+    image = np.empty((size, size, 3), np.uint8)
+    image[:] = palette[rng.integers(len(palette))]
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    for r, cy, cx, colour in reversed(disks):  # the first disk drawn is the front one
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = colour
+    return image
+
+
+def test_dead_leaves_match_the_back_to_front_reference() -> None:
+    palette = np.random.default_rng(5).integers(0, 256, (7, 3), dtype=np.uint8)
+    # 60 small disks leave background: the reference sees every disk the fast path drew
+    (fast,) = dead_leaves(1, size=48, seed=3, palette=palette, radii=(1.0, 4.0), max_leaves=60)
+    ref = _dead_leaves_reference(48, 3, palette, (1.0, 4.0), 60)
+    np.testing.assert_array_equal(fast.pixels, ref)
+    assert fast.name == "dead_leaves_000"
+    assert 2 < len(np.unique(ref.reshape(-1, 3), axis=0)) <= 7
+
+
+def test_dead_leaves_cover_the_image_from_the_palette_and_follow_the_seed() -> None:
+    palette = np.array([[10, 20, 30], [200, 100, 0], [0, 255, 90]], np.uint8)
+    a = dead_leaves(2, size=96, seed=1, palette=palette, radii=(2.0, 40.0))
+    b = dead_leaves(2, size=96, seed=1, palette=palette, radii=(2.0, 40.0))
+    c = dead_leaves(1, size=96, seed=2, palette=palette, radii=(2.0, 40.0))
+    assert [p.name for p in a] == ["dead_leaves_000", "dead_leaves_001"]
+    assert all(np.array_equal(x.pixels, y.pixels) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[0].pixels, a[1].pixels) and not np.array_equal(a[0].pixels, c[0].pixels)
+    colours = {tuple(c) for c in a[0].pixels.reshape(-1, 3)}
+    assert colours == {tuple(c) for c in palette}  # every pixel painted from the palette, all colours used
+    free = dead_leaves(1, size=64, seed=0)[0].pixels  # no palette: uniform colours, many of them
+    assert free.shape == (64, 64, 3) and free.dtype == np.uint8 and len(np.unique(free.reshape(-1, 3), axis=0)) > 20
+
+
+@pytest.mark.parametrize("kwargs", [dict(count=-1), dict(count=1, size=4), dict(count=1, radii=(5.0, 2.0)),
+                                    dict(count=1, radii=(0.0, 2.0)), dict(count=1, palette=np.zeros((0, 3)))])
+def test_dead_leaves_reject_bad_arguments(kwargs) -> None:
+    with pytest.raises(SvrtValueError, match="dead_leaves"):
+        dead_leaves(**kwargs)
