@@ -1,0 +1,122 @@
+"""Which configurations make FlexAttention inexact when it is traced into compiled attention cores (GPU).
+
+Session 8 found that with flex traced into the compiled attention cores, the tiny VRT's float32 output was
+3e-3 off the plain path on the H200. With flex kept out of those graphs (what the model does) it agreed to
+3e-7. A flex call traced into small compiled functions of its own was exact as well
+(``benchmarks/RESULTS.md``). One suspect is the head dim's zero padding inside the graph: the tiny
+VRT's last two stages have 48 channels / 2 heads = 24, padded to 32 for the Triton tiles, while
+``svrt_base``'s stages 1-7 have 96 / 6 = 16 and need no padding. This script separates the two cases.
+Per configuration it prints the float32 relative error against the eager plain path, forward and
+(``--grad``) gradients, for flex outside the graphs (as shipped) and flex traced in:
+
+    PYTHONPATH=$PWD python3 benchmarks/diag_flex_graph.py [--configs pad nopad hd32] [--grad]
+
+- ``pad``: the tiny test VRT (32 channels x 2 heads in stages 1-7, 48 x 2 in 8-9: head dims 16 and 24);
+- ``nopad``: the same with 3 heads in stages 8-9 (head dim 16 everywhere: no padding anywhere);
+- ``hd32``: 64 channels x 2 heads in stages 8-9 (head dim 32: a power of two, no padding).
+
+Only a diagnosis: the traced-in variant replaces the model's out-of-graph call in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.nn.attention.flex_attention import flex_attention  # noqa: E402
+
+from svrt_model import VRT, VRTConfig  # noqa: E402
+from svrt_model.errors import UntrainedSpyNetWarning  # noqa: E402
+from svrt_model.layers import attention  # noqa: E402
+
+CONFIGS = {  # name -> (embed dims of stages 8-9, heads of stages 8-9)
+    "pad": (48, 2),
+    "nopad": (48, 3),
+    "hd32": (64, 2),
+}
+
+
+def traced_in(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, score_mod) -> torch.Tensor:
+    """Flex inside the caller's graph (the session-7 behaviour), with the same head-dim padding."""
+    hd = q.shape[-1]
+    pad = max(16, 1 << (hd - 1).bit_length()) - hd
+    if pad:
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+    out = flex_attention(q, k, v, score_mod=score_mod, scale=scale)
+    return out[..., :hd] if pad else out
+
+
+def build(config: str) -> VRT:
+    dims, heads = CONFIGS[config]
+    torch.manual_seed(0)
+    cfg = VRTConfig(
+        img_size=(4, 64, 64), window_size=(4, 8, 8), depths=(2,) * 7 + (2, 2), indep_reconsts=(8,),
+        embed_dims=(32,) * 7 + (dims, dims), num_heads=(2,) * 7 + (heads, heads), deformable_groups=4,
+        drop_path_rate=0.0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        model = VRT(cfg).cuda().eval()
+    for stage in range(1, 8):  # random offset heads: alignment exercised
+        torch.nn.init.normal_(getattr(model, f"stage{stage}").pa_deform.conv_offset[-1].weight, std=0.05)
+    return model
+
+
+def run(model: VRT, x: torch.Tensor, grad: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    with warnings.catch_warnings(), torch.set_grad_enabled(grad):
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        out = model(x)
+    if not grad:
+        return out.detach(), []
+    out.square().mean().backward()
+    return out.detach(), [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=sorted(CONFIGS))
+    ap.add_argument("--grad", action="store_true", help="also compare gradients (slower compile)")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("diag_flex_graph: needs a CUDA GPU")
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    shipped = attention._flex_cuda_outside_graph
+    x = torch.rand(1, 5, 3, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    print("| config | head dims (1-7 / 8-9) | flex | output rel err | max grad rel err | s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for config in args.configs:
+        dims, heads = CONFIGS[config]
+        model = build(config)
+        model.set_attention("plain")
+        ref, ref_grads = run(model, x, args.grad)
+        for mode, fn in (("outside the graph", shipped), ("traced in", traced_in)):
+            torch._dynamo.reset()
+            attention._flex_cuda_outside_graph = fn
+            model.set_attention("flex")
+            model.compile_blocks("attn")
+            start = time.perf_counter()
+            try:
+                out, grads = run(model, x, args.grad)
+            finally:
+                attention._flex_cuda_outside_graph = shipped
+                model.compile_blocks("none")
+            g = max((rel(a, b) for a, b in zip(grads, ref_grads, strict=True) if b.norm() > 0), default=float("nan"))
+            print(f"| {config} | 16 / {dims // heads} | {mode} | {rel(out, ref):.2e} | {g:.2e} | "
+                  f"{time.perf_counter() - start:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
