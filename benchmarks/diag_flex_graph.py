@@ -5,7 +5,7 @@ Session 8 found that with flex traced into the compiled attention cores, the tin
 3e-7. A flex call traced into small compiled functions of its own was exact as well
 (``benchmarks/RESULTS.md``). One suspect is the head dim's zero padding inside the graph: the tiny
 VRT's last two stages have 48 channels / 2 heads = 24, padded to 32 for the Triton tiles, while
-``svrt_base``'s stages 1-7 have 96 / 6 = 16 and need no padding. This script separates the two cases.
+``svrt_base`` has 96 / 6 = 16 in every stage and needs no padding. This script separates the two cases.
 Per configuration it prints the float32 relative error against the eager plain path, forward and
 (``--grad``) gradients, for flex outside the graphs (as shipped) and flex traced in:
 
