@@ -32,9 +32,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.nn.attention.flex_attention import flex_attention  # noqa: E402
 
-from svrt_model import VRT, VRTConfig  # noqa: E402
+from svrt_model import VRT  # noqa: E402
 from svrt_model.errors import UntrainedSpyNetWarning  # noqa: E402
 from svrt_model.layers import attention  # noqa: E402
+from tests.model.golden import gpu_test_vrt  # noqa: E402
 
 CONFIGS = {  # name -> (embed dims of stages 8-9, heads of stages 8-9)
     "pad": (48, 2),
@@ -55,18 +56,7 @@ def traced_in(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, s
 
 def build(config: str) -> VRT:
     dims, heads = CONFIGS[config]
-    torch.manual_seed(0)
-    cfg = VRTConfig(
-        img_size=(4, 64, 64), window_size=(4, 8, 8), depths=(2,) * 7 + (2, 2), indep_reconsts=(8,),
-        embed_dims=(32,) * 7 + (dims, dims), num_heads=(2,) * 7 + (heads, heads), deformable_groups=4,
-        drop_path_rate=0.0,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
-        model = VRT(cfg).cuda().eval()
-    for stage in range(1, 8):  # random offset heads: alignment exercised
-        torch.nn.init.normal_(getattr(model, f"stage{stage}").pa_deform.conv_offset[-1].weight, std=0.05)
-    return model
+    return gpu_test_vrt(embed_dims=(32,) * 7 + (dims, dims), num_heads=(2,) * 7 + (heads, heads))
 
 
 def run(model: VRT, x: torch.Tensor, grad: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from pathlib import Path
@@ -77,4 +78,22 @@ def micro_model(seed: int = 0, dtype: torch.dtype = torch.float64, drop_path_rat
         for i in range(1, 8):  # the official init zeroes the offset head; randomise it to exercise alignment
             torch.nn.init.normal_(getattr(model, f"stage{i}").pa_deform.conv_offset[-1].weight, std=0.05)
     model.spynet.weights_loaded = True  # random SpyNet on purpose: no untrained-SpyNet warning in tests
+    return model
+
+
+def gpu_test_vrt(seed: int = 0, device: str = "cuda", **changes: object) -> VRT:
+    """The GPU tests' small VRT (float32, eval, on ``device``): 4x8x8 windows, 2 blocks per stage, 32
+    channels x 2 heads in stages 1-7 and 48 x 2 in 8-9, random offset heads; ``changes``: other
+    VRTConfig fields."""
+    torch.manual_seed(seed)
+    cfg = VRTConfig(
+        img_size=(4, 64, 64), window_size=(4, 8, 8), depths=(2,) * 7 + (2, 2), indep_reconsts=(8,),
+        embed_dims=(32,) * 7 + (48, 48), num_heads=(2,) * 9, deformable_groups=4, drop_path_rate=0.0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
+        model = VRT(dataclasses.replace(cfg, **changes)).to(device).eval()
+    # Random (not zero-initialised) offset heads and biases so alignment and attention are exercised.
+    for stage in range(1, 8):
+        torch.nn.init.normal_(getattr(model, f"stage{stage}").pa_deform.conv_offset[-1].weight, std=0.05)
     return model

@@ -9,9 +9,9 @@ import warnings
 import pytest
 import torch
 
-from svrt_model import VRT, VRTConfig
+from svrt_model import VRT
 from svrt_model.errors import UntrainedSpyNetWarning
-from tests.model.golden import load_golden_model
+from tests.model.golden import gpu_test_vrt, load_golden_model
 
 pytestmark = pytest.mark.needs_cuda
 
@@ -51,21 +51,6 @@ def test_cuda_float32_matches_golden(shared_dir, strict_fp32, impl: str) -> None
     assert rel_err(out, run["output"]) < 1e-5
 
 
-def _tiny_model(seed: int = 0) -> VRT:
-    torch.manual_seed(seed)
-    cfg = VRTConfig(
-        img_size=(4, 64, 64), window_size=(4, 8, 8), depths=(2,) * 7 + (2, 2), indep_reconsts=(8,),
-        embed_dims=(32,) * 7 + (48, 48), num_heads=(2,) * 9, deformable_groups=4, drop_path_rate=0.0,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedSpyNetWarning)
-        model = VRT(cfg).cuda().eval()
-    # Random (not zero-initialised) offset heads and biases so alignment and attention are exercised.
-    for stage in range(1, 8):
-        torch.nn.init.normal_(getattr(model, f"stage{stage}").pa_deform.conv_offset[-1].weight, std=0.05)
-    return model
-
-
 def _run(model: VRT, x: torch.Tensor, autocast: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
     model.zero_grad(set_to_none=True)
     with warnings.catch_warnings(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
@@ -78,7 +63,7 @@ def _run(model: VRT, x: torch.Tensor, autocast: bool) -> tuple[torch.Tensor, lis
 
 @pytest.mark.parametrize(("impl", "compiled"), [("fused", False), ("flex", False), ("flex", True)])
 def test_cuda_fused_equals_plain_float32(strict_fp32, impl: str, compiled: bool) -> None:
-    model = _tiny_model()
+    model = gpu_test_vrt()
     x = torch.rand(2, 5, 3, 64, 72, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
     model.set_attention("plain")
     out_p, g_p = _run(model, x, autocast=False)
@@ -93,7 +78,7 @@ def test_cuda_fused_equals_plain_float32(strict_fp32, impl: str, compiled: bool)
 
 @pytest.mark.parametrize("impl", ["fused", "flex"])
 def test_cuda_fused_close_to_plain_bf16(impl: str) -> None:
-    model = _tiny_model()
+    model = gpu_test_vrt()
     x = torch.rand(1, 5, 3, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(2))
     model.set_attention("plain")
     out_p, _ = _run(model, x, autocast=True)
@@ -104,7 +89,7 @@ def test_cuda_fused_close_to_plain_bf16(impl: str) -> None:
 
 
 def test_cuda_checkpointing_changes_nothing(strict_fp32) -> None:
-    model = _tiny_model()
+    model = gpu_test_vrt()
     x = torch.rand(1, 4, 3, 64, 64, device="cuda", generator=torch.Generator("cuda").manual_seed(3))
     model.set_grad_checkpointing("none")
     out_a, g_a = _run(model, x, autocast=False)
