@@ -58,18 +58,26 @@ def _plain_attention(
 
 
 _flex_compiled = None
-_RECOMPILE_LIMIT = 64
+_RECOMPILE_LIMIT = 256
+_ACCUMULATED_RECOMPILE_LIMIT = 1024
 
 
 def raise_recompile_limits() -> None:
-    """Raise torch dynamo's process-wide recompile limits (``recompile_limit`` / ``cache_size_limit``) to at
-    least 64: a compiled function called with ~20 distinct shapes (VRT's blocks) would otherwise run the
-    shapes past the default limit (8) eagerly. Global and not restored."""
+    """Raise torch dynamo's process-wide recompile limits to at least 256 per function and 1024 in all.
+
+    A compiled function meets one shape per window size, segment and grad mode: ~20 for one VRT's
+    blocks, and more when one process also runs validation on other frame sizes or a second model. Past
+    the limit (default 8) dynamo runs the function eagerly: for FlexAttention that is its unfused path,
+    which materialises the scores and, under activation checkpointing, fails (64 was hit on the H200 by
+    two VRTs in one test process, session 10). Global and not restored.
+    """
     import torch._dynamo.config as dynamo_config
 
-    for name in ("recompile_limit", "cache_size_limit"):
+    for name, limit in (("recompile_limit", _RECOMPILE_LIMIT), ("cache_size_limit", _RECOMPILE_LIMIT),
+                        ("accumulated_recompile_limit", _ACCUMULATED_RECOMPILE_LIMIT),
+                        ("accumulated_cache_size_limit", _ACCUMULATED_RECOMPILE_LIMIT)):
         if hasattr(dynamo_config, name):
-            setattr(dynamo_config, name, max(getattr(dynamo_config, name), _RECOMPILE_LIMIT))
+            setattr(dynamo_config, name, max(getattr(dynamo_config, name), limit))
 
 
 def _flex_attention(
@@ -100,38 +108,44 @@ def _flex_attention(
         return score
 
     if q.device.type == "cuda":
-        if torch.compiler.is_compiling():  # a compiled block: break its graph here (see _flex_cuda)
-            return _flex_cuda_outside_graph(q, k, v, scale, score_mod)
+        if torch.compiler.is_compiling():  # a compiled block: traced into its graph
+            return _flex_in_graph(q, k, v, scale, score_mod)
         return _flex_cuda(q, k, v, scale, score_mod)
     with warnings.catch_warnings():  # the unfused reference is what the CPU path is meant to be
         warnings.filterwarnings("ignore", message="flex_attention called without torch.compile", category=UserWarning)
         return flex_attention(q, k, v, score_mod=score_mod, scale=scale)
 
 
-def _flex_cuda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, score_mod) -> torch.Tensor:
-    """FlexAttention on the GPU through its own compiled function.
-
-    Called from a compiled block it runs as :data:`_flex_cuda_outside_graph`, out of the block's graph: traced
-    into a compiled attention core of the tiny VRT (H200, torch 2.11) the kernel's float32 output was 3e-3
-    off the reference and gradients 8% off, while the same call outside that graph, and flex traced into
-    small graphs of its own, agree to 3e-7. From eager code it is called directly: under the disabled
-    wrapper inside ``torch.utils.checkpoint`` (itself dynamo-disabled) torch 2.11 ran flex's unfused eager
-    path instead of this compiled function, and that path's graph tracing broke the checkpoint
-    (benchmarks/RESULTS.md, session 9).
-    """
-    global _flex_compiled
+def _padded(flex, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, score_mod) -> torch.Tensor:
+    """``flex(q, k, v)`` with the head dim zero-padded to what the Triton tiles need, a power of two >= 16
+    (exact: zero features add zeros to q.k, and the padded output columns are cut off)."""
     hd = q.shape[-1]
-    pad = max(16, 1 << (hd - 1).bit_length()) - hd  # Triton's tiles: a power of two >= 16 (exact: zeros)
+    pad = max(16, 1 << (hd - 1).bit_length()) - hd
     if pad:
         q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
-    if _flex_compiled is None:  # one kernel per window shape: ~20 for VRT
-        raise_recompile_limits()
-        _flex_compiled = torch.compile(flex_attention, dynamic=False)
-    out = _flex_compiled(q, k, v, score_mod=score_mod, scale=scale)
+    out = flex(q, k, v, score_mod=score_mod, scale=scale)
     return out[..., :hd] if pad else out
 
 
-_flex_cuda_outside_graph = torch.compiler.disable(_flex_cuda)
+def _flex_in_graph(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, score_mod) -> torch.Tensor:
+    """FlexAttention traced into the graph of the compiled block that calls it, on contiguous q, k, v.
+
+    The copies are what makes it exact: on the H200 (torch 2.11) flex traced into a compiled attention
+    core on q, k, v that are views of one projection (heads split out by a permute) gave a float32 output
+    3e-3 off the reference and gradients 8% off, with or without head-dim padding; on contiguous copies it
+    agrees to 3e-7 (``benchmarks/diag_flex_graph.py``, ``benchmarks/RESULTS.md``, session 10).
+    """
+    return _padded(flex_attention, q.contiguous(), k.contiguous(), v.contiguous(), scale, score_mod)
+
+
+def _flex_cuda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, score_mod) -> torch.Tensor:
+    """FlexAttention from eager code on the GPU: one compiled function (its Triton kernels, one per window
+    shape, ~20 for VRT; the recompile limits are raised for it)."""
+    global _flex_compiled
+    if _flex_compiled is None:
+        raise_recompile_limits()
+        _flex_compiled = torch.compile(flex_attention, dynamic=False)
+    return _padded(_flex_compiled, q, k, v, scale, score_mod)
 
 
 @torch.compiler.disable

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from svrt_model.errors import ModelConfigError
-from svrt_model.layers.attention import WindowAttention, window_attention
+from svrt_model.layers.attention import WindowAttention, raise_recompile_limits, window_attention
 from svrt_model.layers.position import relative_position_bias, relative_position_index
 
 
@@ -79,6 +79,17 @@ def test_low_precision_paths_agree() -> None:
         got = window_attention(*(t.bfloat16() for t in (q, k, v)), scale=0.25, rel_bias=rel, mask=mask, impl=impl)
         assert got.dtype == torch.bfloat16
         assert ((got.double() - ref).norm() / ref.norm()).item() < 2e-2
+
+
+def test_recompile_limits_are_raised_never_lowered() -> None:
+    # Past the per-function limit dynamo runs compiled flex eagerly (its unfused path, which breaks inside
+    # activation checkpointing): two VRTs in one process passed 64 on the H200.
+    import torch._dynamo.config as dynamo_config
+
+    with dynamo_config.patch(recompile_limit=8, accumulated_recompile_limit=2048):
+        raise_recompile_limits()
+        assert dynamo_config.recompile_limit == 256
+        assert dynamo_config.accumulated_recompile_limit == 2048  # a user's higher limit stays
 
 
 def test_unknown_impl_is_refused() -> None:
