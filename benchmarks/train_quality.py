@@ -6,10 +6,12 @@
 1. Two synthetic raw datasets (``svrt_data.synth.synthesize``): ``train`` from four of scikit-image's
    bundled photographs (``--gray-photos``: and its eight grayscale ones; ``--dead-leaves N``: and N dead-leaves
    scenes coloured from the training photographs), ``test`` from the other two (so
-   no test scene was seen in training), each voxelized into its own store (K=32 count voxels).
+   no test scene was seen in training), each voxelized into its own store (K=32 count voxels; ``--bins``).
 2. Per variant: ``svrt_model.train.train`` (the ``tiny`` preset's recipe with the size and step overrides
-   below, identical for all three), then the last checkpoint restores every test sequence in clips of the
-   training length over whole frames (``svrt_model.restore.evaluate_split``, the validation tiling).
+   below, identical for all three; ``--spike-input intervals`` feeds the model inter-spike-interval voxels
+   computed from the store's packed bits instead of the stored counts), then the last checkpoint restores
+   every test sequence in clips of the training length over whole frames (``svrt_model.restore.evaluate_split``,
+   the validation tiling).
 3. One table, printed and written to ``OUT/train_quality.md`` (and ``OUT/train_quality.json``): PSNR/SSIM of
    the blurry input and the output on the test split, the gain over the input and over ``rgb_only``,
    training throughput (clips/s, median over the logged intervals) and the share of the step spent
@@ -17,7 +19,8 @@
 4. Reference points on the same test frames, no training (:func:`reference_points`): the blurry frame
    corrected by the sharp-minus-blurry difference at the spikes' resolution (what perfect information at
    that resolution adds), and the blurry frame with its luminance replaced by a spike count over a
-   centred window (the best of a few window lengths: what the spikes give without learning).
+   centred window (the best of a few window lengths) or by the rate from the inter-spike intervals around
+   the centre (the best of 1-4 spikes each side): what the spikes give without learning.
 
 Targets (issue 14): cross-attention >= +6 dB over the blurry input and >= +1 dB over ``rgb_only``.
 The datasets are built once under ``OUT/data`` and reused by later runs with the same parameters
@@ -75,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=12, help="blurry frames per sequence")
     p.add_argument("--motion", type=float, default=4.0, help="camera motion scale (svrt-data synth --motion)")
     p.add_argument("--source-frames", type=int, default=13, help="exposure length NN (svrt-data synth)")
+    p.add_argument("--bins", type=int, default=32,
+                   help="K, count voxels per blurry frame (model.spike_bins); the exposure's spike frames "
+                        "(8 per source frame: 104 by default) give one frame per bin, exact spike times")
+    p.add_argument("--spike-input", default="voxels", choices=("voxels", "raw", "intervals"),
+                   help="model.spike_input: the stored count voxels, or the store's packed bits accumulated "
+                        "(raw) or read as inter-spike-interval voxels (intervals)")
+    p.add_argument("--interval-spikes", type=int, default=2, help="model.interval_spikes (--spike-input intervals)")
     p.add_argument("--crop", type=int, default=128, help="training crop (a multiple of 8, >= 64)")
     p.add_argument("--clip-len", type=int, default=6, help="T of training clips (and of the attention window)")
     p.add_argument("--batch", type=int, default=4, help="clips per step")
@@ -113,7 +123,7 @@ def build_data(args: argparse.Namespace) -> tuple[Path, Path]:
     """Train and test stores from disjoint photographs (reused when ``data/params.json`` matches)."""
     data = args.out / "data"
     params = {k: getattr(args, k) for k in ("size", "train_sequences", "test_sequences", "frames", "motion",
-                                             "source_frames", "seed", "gray_photos", "dead_leaves")}
+                                             "source_frames", "seed", "gray_photos", "dead_leaves", "bins")}
     stamp = data / "params.json"
     train_store, test_store = data / "train.zarr", data / "test.zarr"
     if not args.rebuild and stamp.exists() and json.loads(stamp.read_text()) == params:
@@ -143,7 +153,7 @@ def build_data(args: argparse.Namespace) -> tuple[Path, Path]:
     synthesize(data / "raw_test", sequences=0, test_sequences=args.test_sequences, seed=args.seed + 1,
                images=photo_folder(data, "test", args.gray_photos), **common)
     for raw, store in ((data / "raw_train", train_store), (data / "raw_test", test_store)):
-        voxelize_dataset(raw, raw / "align.csv", store, bins=32, mode="count", backend="auto", overwrite=True)
+        voxelize_dataset(raw, raw / "align.csv", store, bins=args.bins, mode="count", backend="auto", overwrite=True)
     stamp.write_text(json.dumps(params))
     print(f"data: built in {time.perf_counter() - start:.0f} s under {data}", flush=True)
     return train_store, test_store
@@ -151,6 +161,8 @@ def build_data(args: argparse.Namespace) -> tuple[Path, Path]:
 
 REFERENCE_WINDOWS = (8, 16, 26, 40, 52, 78)
 """Spike frames counted around the exposure's centre for the no-learning spike reference."""
+REFERENCE_INTERVALS = (1, 2, 3, 4)
+"""Spikes on each side of the centre for the no-learning inter-spike-interval reference."""
 
 
 def reference_points(raw: Path) -> dict[str, float]:
@@ -160,12 +172,15 @@ def reference_points(raw: Path) -> dict[str, float]:
     - ``oracle``: the blurry frame corrected by ``sharp - blurry`` averaged down to the spike resolution and
       brought back (bicubic);
     - ``spikes_N``: the blurry frame whose luminance at spike resolution is replaced by ``threshold`` times
-      the spike rate over the centred N spike frames (the simulator's expected rate inverted).
+      the spike rate over the centred N spike frames (the simulator's expected rate inverted);
+    - ``intervals_K``: the same with the rate read from inter-spike intervals, K spikes on each side of
+      the centre (:func:`svrt_data.reconstruct.interval_rate`).
     """
     import torch
     import torch.nn.functional as F
     from PIL import Image
 
+    from svrt_data.reconstruct import interval_rate
     from svrt_data.spike_io import read_dat
     from svrt_data.synth.photos import luminance
     from svrt_model.metrics import psnr
@@ -193,26 +208,30 @@ def reference_points(raw: Path) -> dict[str, float]:
             frames = read_dat(seq / "spike" / f"{sharp_png.stem}.dat", height=hs, width=ws, flip=flip)[:]
             found = {"blurry": blur, "oracle": blur + up(down(sharp) - down(blur))}
             centre, blur_luma = len(frames) // 2, down(gray(blur))
-            for n in REFERENCE_WINDOWS:
-                rate = frames[centre - n // 2:centre - n // 2 + n].mean(0, dtype=np.float32)
-                found[f"spikes_{n}"] = blur + up(torch.from_numpy(rate * theta * 255.0)[None, None] - blur_luma)
+            rates = {f"spikes_{n}": frames[centre - n // 2:centre - n // 2 + n].mean(0, dtype=np.float32)
+                     for n in REFERENCE_WINDOWS}
+            rates.update({f"intervals_{k}": interval_rate(frames, centre, k) for k in REFERENCE_INTERVALS})
+            for name, rate in rates.items():
+                found[name] = blur + up(torch.from_numpy(rate * theta * 255.0)[None, None] - blur_luma)
             for name, out in found.items():
                 scores.setdefault(name, []).append(float(psnr(out.clamp(0, 255), sharp)))
     return {name: float(np.mean(v)) for name, v in scores.items()}
 
 
 def reference_text(ref: dict[str, float]) -> str:
-    best = max((k for k in ref if k.startswith("spikes_")), key=ref.get)
+    count = max((k for k in ref if k.startswith("spikes_")), key=ref.get)
+    interval = max((k for k in ref if k.startswith("intervals_")), key=ref.get)
     return (f"reference points (no training, same test frames): blurry {ref['blurry']:.2f} dB; blurry "
             f"corrected to the sharp frame at the spike resolution {ref['oracle']:.2f} dB; blurry with spike "
-            f"luminance over the centred {best.split('_')[1]} spike frames {ref[best]:.2f} dB")
+            f"luminance: counted over the centred {count.split('_')[1]} spike frames {ref[count]:.2f} dB, "
+            f"from the intervals of {interval.split('_')[1]} spikes each side {ref[interval]:.2f} dB")
 
 
 def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
     """The same recipe for every variant; only ``model.fusion`` differs."""
     t, d, c = args.clip_len, args.dims, args.crop
     return [
-        f"model.fusion={fusion}", "model.spike_bins=32", f"model.channels_per_scale=[{d}, {d}, {d}, {d}]",
+        f"model.fusion={fusion}", f"model.spike_bins={args.bins}", f"model.channels_per_scale=[{d}, {d}, {d}, {d}]",
         f"model.vrt.img_size=[{t}, {c}, {c}]", f"model.vrt.window_size=[{t}, 8, 8]",
         f"model.vrt.embed_dims={[d] * 11}", f"model.vrt.num_heads={[max(d // 16, 1)] * 11}",
         f"data.clip_len={t}", f"data.crop={c}", f"data.batch_size={args.batch}", f"data.num_workers={args.workers}",
@@ -220,7 +239,10 @@ def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
         f"train.warmup_steps={max(args.steps // 20, 1)}", f"train.precision={args.precision}",
         f"train.device={args.device}", f"train.checkpoint_every={args.steps}", f"train.init={args.init}",
         "train.fix_iter=0",
-        "train.fix_keys=[]", f"log.every={max(args.steps // 30, 1)}", "log.image_every=0",
+        "train.fix_keys=[]", f"model.spike_input={args.spike_input}",
+        *(["data.spike_input=raw"] if args.spike_input != "voxels" else []),
+        *([f"model.interval_spikes={args.interval_spikes}"] if args.spike_input == "intervals" else []),
+        f"log.every={max(args.steps // 30, 1)}", "log.image_every=0",
         *(["log.val_split=test", f"log.val_store={args.out.resolve() / 'data' / 'test.zarr'}",
            f"log.val_every={args.curve_every}"] if args.curve_every else ["log.val_split=null"]),
         "log.tensorboard=false", *([f"train.threads={args.threads}"] if args.threads else []),
@@ -301,8 +323,12 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
             "| clips/s | data wait |")
     shared = f"; {args.jobs} runs at once on one device (clips/s per run)" if args.jobs > 1 else ""
     shared += "; steps replayed from a CUDA graph" if args.cuda_graph else ""
+    spikes = f"K={args.bins} " + ("count voxels" if args.spike_input == "voxels" else
+                                  "accumulated bits" if args.spike_input == "raw" else
+                                  f"interval voxels ({args.interval_spikes} spikes each side)")
     out = [f"train_quality: {args.steps} steps, batch {args.batch}, T={args.clip_len}, crop {args.crop}, "
-           f"{args.dims} channels, {args.precision}; test photos {', '.join(TEST_PHOTOS)} (unseen in training){shared}",
+           f"{args.dims} channels, {spikes}, {args.precision}; test photos {', '.join(TEST_PHOTOS)} "
+           f"(unseen in training){shared}",
            "", head, "| --- " * 9 + "|"]
     for r in rows:
         over_rgb = f"{r['psnr_output'] - base['psnr_output']:+.2f}" if base is not None else "-"

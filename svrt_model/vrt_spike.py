@@ -4,7 +4,8 @@ Data flow of the default ``fusion="cross_attention"`` for RGB frames ``(B, T, 3,
 voxels ``(B, T, K, Hs, Ws)``:
 
 1. spike input module (precomputed voxels pass through; raw packed bits are accumulated with learnable
-   decays, ``spike_input="raw"``) -> :class:`SpikeEncoder3D`: 4 scales;
+   decays, ``spike_input="raw"``, or read as inter-spike-interval voxels, ``"intervals"``) ->
+   :class:`SpikeEncoder3D`: 4 scales;
 2. :class:`SpikeTemporalSA`: per-pixel self-attention over T at every scale;
 3. the backbone runs; after each encoder stage 1-4 its ``encoder_hook`` fuses the stage output with
    the same scale's spike features (:class:`MultiScaleTemporalCrossAttnFuse`, spike features resized
@@ -59,7 +60,8 @@ class VRTSpike(nn.Module):
         self.vrt = VRT(config.backbone)
         if config.fusion in ("cross_attention", "early"):
             self.spike_input = build_spike_input(config.spike_input, config.spike_bins,
-                                                 init_gamma=config.raw_init_gamma)
+                                                 init_gamma=config.raw_init_gamma,
+                                                 interval_spikes=config.interval_spikes)
         if config.fusion == "cross_attention":
             chans = config.channels_per_scale
             self.spike_encoder = SpikeEncoder3D(config.spike_bins, chans, config.temporal_strides,
@@ -208,7 +210,8 @@ class VRTSpike(nn.Module):
                 ``spike_input="raw"``: :class:`~svrt_model.spike.inputs.RawSpikes` (the loader's packed
                 ``spike_bits`` ``(B, S, Hs, Ws/8)`` and ``spike_bin_ranges`` ``(B, T, K, 2)``, e.g.
                 ``RawSpikes.from_batch(SpikeTransform(spike_input="raw", bins=K, raw_output="bits")(batch))``),
-                accumulated by the model's learnable decays.
+                accumulated by the model's learnable decays; with ``spike_input="intervals"`` the same, read as
+                interval voxels.
             flows: None (SpyNet) or the backbone's ``(flows_backward, flows_forward)`` (see ``VRT.forward``).
 
         Returns:

@@ -25,6 +25,7 @@ from svrt_model.config import VRTConfig, svrt_baseline
 from svrt_model.errors import ModelConfigError
 
 __all__ = [
+    "BIT_INPUTS",
     "ENCODER_ACTIVATIONS",
     "FUSIONS",
     "NUM_SCALES",
@@ -44,10 +45,15 @@ FUSIONS = ("cross_attention", "early", "rgb_only")
 """``cross_attention``: the S-VRT model (default); ``early``: spike channels concatenated to the RGB
 input; ``rgb_only``: plain VRT, spikes ignored."""
 
-SPIKE_INPUTS = ("voxels", "raw")
+SPIKE_INPUTS = ("voxels", "raw", "intervals")
 """How spikes arrive: ``voxels`` = ``(B, T, K, Hs, Ws)`` bin counts (or their transforms); ``raw`` = the
 loader's packed bits and bin plan (:class:`~svrt_model.spike.inputs.RawSpikes`), accumulated in the model
-with a learnable decay per bin (:class:`~svrt_model.spike.accumulator.SpikeAccumulator`)."""
+with a learnable decay per bin (:class:`~svrt_model.spike.accumulator.SpikeAccumulator`); ``intervals`` =
+the same bits read as inter-spike-interval voxels (:func:`kernels.spike_intervals.spike_intervals`: the
+firing rate at each bin's centre from the ``interval_spikes`` spikes on each side, times the bin's length)."""
+
+BIT_INPUTS = ("raw", "intervals")
+"""The spike inputs that read packed bits (``data.spike_input=raw``) rather than stored voxels."""
 
 ENCODER_ACTIVATIONS = ("relu", "fused_bias_act")
 """The spike encoder's bias + ReLU: ``relu`` (the original's) or ``fused_bias_act`` (one fused op)."""
@@ -83,10 +89,12 @@ class VRTSpikeConfig:
             equal consecutive groups, each channel the mean of its group (K must be divisible).
         fuse_zero_init: zero the fusion blocks' output projections (attention ``out_proj`` and the
             MLP's last layer), so the fused model starts as exactly the backbone.
-        spike_input: one of :data:`SPIKE_INPUTS`; ``"raw"`` makes ``VRTSpike.forward`` take
-            :class:`~svrt_model.spike.inputs.RawSpikes` as its ``spikes``.
+        spike_input: one of :data:`SPIKE_INPUTS`; ``"raw"`` and ``"intervals"`` make ``VRTSpike.forward``
+            take :class:`~svrt_model.spike.inputs.RawSpikes` as its ``spikes``.
         raw_init_gamma: ``spike_input="raw"``: the accumulator's initial decay, in (0, 1] (1: the count
             voxels ``"voxels"`` would receive).
+        interval_spikes: ``spike_input="intervals"``: spikes on each side of a bin's centre whose span gives
+            its firing rate (>= 1; 2 reconstructed ``train_quality``'s test frames best without learning).
         chunk_tokens: None (every pixel at once) or the most pixel sequences (B x pixels) a temporal
             attention block processes at a time; bounds transient memory, never changes results.
         attention: one of :data:`SPIKE_ATTENTION_IMPLS` (initial value of ``VRTSpike.set_spike_attention``).
@@ -110,6 +118,7 @@ class VRTSpikeConfig:
     chunk_tokens: int | None = None
     attention: str = "fused"
     raw_init_gamma: float = 1.0
+    interval_spikes: int = 2
     encoder_activation: str = "relu"
     spike_resize: str = "bilinear"
 
@@ -185,6 +194,8 @@ def _validate(cfg: VRTSpikeConfig) -> None:
     g = cfg.raw_init_gamma
     if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g <= 1:
         raise ModelConfigError(f"VRTSpikeConfig.raw_init_gamma={g!r}; expected a decay in (0, 1]")
+    if not _is_int(cfg.interval_spikes) or cfg.interval_spikes < 1:
+        raise ModelConfigError(f"VRTSpikeConfig.interval_spikes={cfg.interval_spikes!r}; expected an integer >= 1")
     if not _is_int(cfg.spike_bins) or cfg.spike_bins < 1:
         raise ModelConfigError(f"VRTSpikeConfig.spike_bins={cfg.spike_bins!r}; expected an integer K >= 1")
     if cfg.vrt.in_chans != 3:

@@ -11,7 +11,7 @@ are exactly the protocol's) and puts each sequence back together in frame order 
 A model here is any callable ``model(rgb, spikes) -> (B, T, 3, H, W)`` with ``rgb`` ``(B, T, 3, H, W)`` in
 ``[0, 1]`` and ``spikes`` voxels ``(B, T, K, Hs, Ws)``, packed bits as
 :class:`~svrt_model.spike.inputs.RawSpikes` (what ``SpikeTransform(raw_output="bits")`` leaves in a batch;
-tiles are cut from the unpacked bits and packed again, :mod:`svrt_model.restore.packed`), or None for
+tiles are cut from the unpacked bits and packed again, :mod:`kernels.packed_bits`), or None for
 RGB-only input; e.g. ``VRTSpike``.
 """
 
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from kernels.packed_bits import pack_bits, unpack_bits
 from svrt_data.loader import SequenceAssembler, SpikeDeblurDataset, make_loader, move_batch
 from svrt_data.loader.clip_geometry import AxisScale
 from svrt_data.loader.spike_transform import SpikeTransform
@@ -37,7 +38,6 @@ from svrt_errors import StoreError, SvrtValueError
 from svrt_model.errors import ModelInputError
 from svrt_model.metrics import to_uint8
 from svrt_model.precision import precision_context
-from svrt_model.restore.packed import pack_bits, unpack_bits
 from svrt_model.restore.tiling import InputRules, Tile, axis_plan, mirror_index, with_clip_len
 from svrt_model.spike.inputs import RawSpikes, model_spikes
 from svrt_model.vrt import VRT

@@ -5,7 +5,8 @@ A spike-input module takes what the data loader delivers and returns voxels ``(B
 floating dtype; everything after it (encoder, early fusion) sees only voxels. ``"voxels"`` passes
 precomputed voxels through; ``"raw"`` accumulates the loader's packed bits with a learnable decay per bin
 (:class:`RawSpikeInput` around :class:`~svrt_model.spike.accumulator.SpikeAccumulator`), reading a
-:class:`RawSpikes`. :func:`build_spike_input` picks the module.
+:class:`RawSpikes`; ``"intervals"`` reads the same bits as inter-spike-interval voxels
+(:class:`IntervalSpikeInput`). :func:`build_spike_input` picks the module.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernels.resample import resize
+from kernels.spike_intervals import spike_intervals
 from svrt_model.errors import ModelConfigError, ModelInputError
 from svrt_model.spike.accumulator import SpikeAccumulator
 
-__all__ = ["RESIZES", "RawSpikeInput", "RawSpikes", "VoxelInput", "build_spike_input", "early_spike_channels",
-           "model_spikes", "resize_frames"]
+__all__ = ["RESIZES", "IntervalSpikeInput", "RawSpikeInput", "RawSpikes", "VoxelInput", "build_spike_input",
+           "early_spike_channels", "model_spikes", "resize_frames"]
 
 RESIZES = ("bilinear", "upfirdn2d")
 """How spike features are resized to an RGB size: ``bilinear`` (``F.interpolate``, ``align_corners=False``,
@@ -126,14 +128,53 @@ class RawSpikeInput(VoxelInput):
         return self.accumulator(spikes.bits, spikes.ranges, width=spikes.width)
 
 
-def build_spike_input(kind: str, bins: int, *, init_gamma: float = 1.0) -> nn.Module:
+class IntervalSpikeInput(VoxelInput):
+    """``spike_input="intervals"``: :class:`RawSpikes` read as inter-spike-interval voxels
+    (:func:`kernels.spike_intervals.spike_intervals`): each bin holds the firing rate at its centre, from the
+    span of the ``spikes_each_side`` spikes before and after it, times its length (the count scale of
+    ``"voxels"``). No parameters.
+
+    Args:
+        bins: K.
+        spikes_each_side: ``m >= 1``.
+    """
+
+    def __init__(self, bins: int, spikes_each_side: int = 2) -> None:
+        super().__init__(bins)
+        self.spikes_each_side = spikes_each_side
+        # no parameters to follow: this empty buffer carries the model's dtype (model.double() for gradcheck)
+        self.register_buffer("dtype_probe", torch.zeros(0), persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"bins={self.bins}, spikes_each_side={self.spikes_each_side}"
+
+    def forward(self, spikes: RawSpikes) -> torch.Tensor:
+        """:class:`RawSpikes` to voxels ``(B, T, K, Hs, Ws)`` in the module's dtype (float32 unless converted)."""
+        if not isinstance(spikes, RawSpikes):
+            raise ModelInputError(
+                f"VRTSpike(spike_input='intervals'): expected RawSpikes(bits, ranges) (RawSpikes.from_batch(batch) of "
+                f"a batch transformed by SpikeTransform(spike_input='raw', bins=K, raw_output='bits')), got "
+                f"{type(spikes).__name__}; a model fed precomputed voxels needs spike_input='voxels'"
+            )
+        if spikes.ranges.dim() == 4 and spikes.ranges.shape[2] != self.bins:
+            raise ModelInputError(
+                f"VRTSpike(spike_input='intervals'): the ranges hold {spikes.ranges.shape[2]} bins per frame but "
+                f"VRTSpikeConfig.spike_bins={self.bins}; build SpikeTransform with bins={self.bins}"
+            )
+        return spike_intervals(spikes.bits, spikes.ranges, spikes_each_side=self.spikes_each_side,
+                               width=spikes.width, dtype=self.dtype_probe.dtype)
+
+
+def build_spike_input(kind: str, bins: int, *, init_gamma: float = 1.0, interval_spikes: int = 2) -> nn.Module:
     """The spike-input module of ``VRTSpikeConfig.spike_input`` (see the module docstring)."""
     if kind == "voxels":
         return VoxelInput(bins)
     elif kind == "raw":
         return RawSpikeInput(bins, init_gamma)
+    elif kind == "intervals":
+        return IntervalSpikeInput(bins, interval_spikes)
     else:
-        raise ModelConfigError(f"spike_input={kind!r} is not implemented; expected 'voxels' or 'raw'")
+        raise ModelConfigError(f"spike_input={kind!r} is not implemented; expected 'voxels', 'raw' or 'intervals'")
 
 
 def early_spike_channels(voxels: torch.Tensor, channels: int, size: tuple[int, int],

@@ -34,6 +34,7 @@ from svrt_model import VRTSpikeConfig, svrt_base, svrt_tiny
 from svrt_model.errors import RunConfigError
 from svrt_model.restore.tiling import Tile
 from svrt_model.train.schema import Origin, build, deep_merge, parse_override, set_path, to_plain
+from svrt_model.vrt_spike_config import BIT_INPUTS
 
 __all__ = [
     "MODEL_PRESETS",
@@ -292,9 +293,10 @@ def _build_run(data: Mapping[str, Any], origin: Origin) -> RunConfig:
     kinds = {"data": DataConfig, "train": TrainConfig, "loss": LossConfig, "log": LogConfig}
     sections = {name: build(cls, data.get(name) or {}, prefix=name, origin=origin) for name, cls in kinds.items()}
     run = RunConfig(model=_model_section(data.get("model"), origin), **sections)
-    if run.model.config.spike_input == "raw" and run.data.spike_input != "raw":
+    kind = run.model.config.spike_input
+    if kind in BIT_INPUTS and run.data.spike_input != "raw":
         raise RunConfigError(
-            f"{origin('data.spike_input')}: model.spike_input='raw' (the learnable accumulator) reads packed bits, "
+            f"{origin('data.spike_input')}: model.spike_input={kind!r} reads packed bits, "
             f"but data.spike_input={run.data.spike_input!r} loads voxels; set data.spike_input=raw"
         )
     return run

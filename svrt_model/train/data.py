@@ -21,6 +21,7 @@ from svrt_data import SpikeDeblurDataset, SpikeTransform
 from svrt_data.loader import ClipKey, ClipSampler, collate_clips, worker_init
 from svrt_data.loader.store_stats import store_voxel_stats
 from svrt_model.train.config import RunConfig
+from svrt_model.vrt_spike_config import BIT_INPUTS
 
 __all__ = ["ResumableSampler", "build_dataset", "build_loader", "build_transform", "resolve_spike_stats"]
 
@@ -64,8 +65,8 @@ def resolve_spike_stats(cfg: RunConfig, store: str | os.PathLike) -> RunConfig:
     """``cfg`` with ``data.spike_mean`` / ``spike_std`` filled from the training split when normalisation is on
     and they are unset (per bin, after ``log1p`` when on; deterministic in ``data.seed``)."""
     d = cfg.data
-    if not d.normalize or d.spike_mean is not None or cfg.model.config.spike_input == "raw":
-        return cfg  # a model fed bits normalises nothing: its accumulator's output goes to the encoder
+    if not d.normalize or d.spike_mean is not None or cfg.model.config.spike_input in BIT_INPUTS:
+        return cfg  # a model fed bits normalises nothing: its voxels (accumulated, intervals) go to the encoder
     bins = cfg.model.config.spike_bins if d.spike_input == "raw" else None
     stats = store_voxel_stats(store, d.train_split, bins=bins, log1p=d.log1p, per_bin=True,
                               max_frames=d.stats_frames, seed=d.seed)
@@ -78,7 +79,7 @@ def build_transform(cfg: RunConfig) -> SpikeTransform:
     spike normalisation. Call after :func:`resolve_spike_stats` (or on a checkpoint's config)."""
     d = cfg.data
     raw = d.spike_input == "raw"
-    if cfg.model.config.spike_input == "raw":  # packed bits and bin ranges for the model's accumulator
+    if cfg.model.config.spike_input in BIT_INPUTS:  # packed bits and bin ranges for the model's spike input
         return SpikeTransform(spike_input="raw", bins=cfg.model.config.spike_bins, raw_output="bits",
                               dtype=_DTYPES[cfg.train.precision])
     stats = {"mean": list(d.spike_mean), "std": list(d.spike_std)} if d.normalize and d.spike_mean else {}

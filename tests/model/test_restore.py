@@ -298,8 +298,8 @@ def test_vrt_rules_keep_spynet_above_32_pixels():
 # -- raw bits (RawSpikes) ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("width", [8, 29, 64])
 def test_pack_and_unpack_bits_match_the_numpy_reference(width):
+    from kernels.packed_bits import pack_bits, unpack_bits
     from svrt_data.spike_io import pack_frames, unpack_frames
-    from svrt_model.restore.packed import pack_bits, unpack_bits
 
     packed = np.random.default_rng(width).integers(0, 256, (2, 3, 5, -(-width // 8)), dtype=np.uint8)
     planes = unpack_bits(torch.from_numpy(packed), width)

@@ -1,6 +1,6 @@
 """VRTSpike with the model ops: raw spike input through the learnable accumulator end to end from the
-dataset (``spike_input="raw"``), the spike encoder on ``fused_bias_act``, spike features resized by
-``upfirdn2d``; each against the plain path."""
+dataset (``spike_input="raw"``) and as interval voxels (``"intervals"``), the spike encoder on
+``fused_bias_act``, spike features resized by ``upfirdn2d``; each against the plain path."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from kernels.resample import resize
+from kernels.spike_intervals import spike_intervals
 from svrt_data.loader import ClipKey, SpikeDeblurDataset, collate_clips
 from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_model import VRTSpike
@@ -91,6 +92,26 @@ def test_raw_input_errors(batches) -> None:
         RawSpikes.from_batch(raw)
     with pytest.raises(ModelConfigError, match=r"raw_init_gamma=0.0; expected a decay in \(0, 1\]"):
         micro_config(spike_input="raw", raw_init_gamma=0.0)
+
+
+def test_interval_input_feeds_the_encoder_the_interval_voxels(batches) -> None:
+    vox, raw = batches
+    model = build(micro_config(frames=2, spike_bins=BINS)).eval()
+    interval_model = _copy(model, spike_input="intervals", interval_spikes=1)
+    assert not [k for k in interval_model.state_dict() if k.startswith("spike_input")]  # no parameters
+    rgb, flows = _rgb_and_flows(vox)
+    bits = SpikeTransform(spike_input="raw", bins=BINS, raw_output="bits")(raw)
+    spikes = RawSpikes.from_batch(bits)
+    voxels = spike_intervals(bits["spike_bits"], bits["spike_bin_ranges"], spikes_each_side=1, dtype=torch.float64)
+    assert voxels.shape == vox["spikes"].shape and not torch.equal(voxels, vox["spikes"].double())
+    with torch.no_grad():
+        got = interval_model(rgb, spikes, flows)
+        want = model(rgb, voxels, flows)  # the same weights fed those voxels as voxels
+    assert torch.equal(got, want)
+    with pytest.raises(ModelInputError, match=r"spike_input='intervals'.*got Tensor; a model fed precomputed voxels"):
+        interval_model(rgb, vox["spikes"].double(), flows)
+    with pytest.raises(ModelConfigError, match=r"interval_spikes=0; expected an integer >= 1"):
+        micro_config(spike_input="intervals", interval_spikes=0)
 
 
 def test_fused_bias_act_encoder_equals_the_relu_encoder() -> None:

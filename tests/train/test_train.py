@@ -232,6 +232,28 @@ def test_raw_bits_train_the_accumulator_end_to_end(train_store: Path, micro_conf
     assert np.isfinite(report.to_json()["overall"]["psnr_output"])
 
 
+def test_interval_voxels_train_and_evaluate_end_to_end(train_store: Path, micro_config: Path, tmp_path: Path) -> None:
+    """``model.spike_input=intervals``: the loader's packed bits reach the model as interval voxels, the
+    spike encoder learns from them, and the checkpoint evaluates on the store through the same input."""
+    from svrt_model.inference import evaluate_checkpoint
+    from svrt_model.restore import Tile
+    from svrt_model.spike.inputs import IntervalSpikeInput
+
+    over = ["model.spike_input=intervals", "model.interval_spikes=1", "data.spike_input=raw"]
+    cfg = load_run_config(micro_config, over)
+    init = build_model(cfg, torch.device("cpu")).state_dict()
+    result = train(cfg, store=train_store, run_dir=tmp_path / "run")
+    trained = _params(result.last)
+    encoder = [k for k in trained if k.startswith("spike_encoder.") and k.endswith("weight")]
+    assert encoder and not torch.equal(trained[encoder[0]], init[encoder[0]])  # the encoder learns
+    recorded = load_run_config(tmp_path / "run" / "config.yaml")
+    assert recorded.data.spike_mean is None and recorded.model.config.interval_spikes == 1
+    model, _ = load_model(result.last)
+    assert isinstance(model.spike_input, IntervalSpikeInput) and model.spike_input.spikes_each_side == 1
+    report = evaluate_checkpoint(result.last, train_store, "test", tile=Tile.clip(2), device="cpu", progress=False)
+    assert np.isfinite(report.to_json()["overall"]["psnr_output"])
+
+
 class _EagerGraph:
     """A stand-in for ``torch.cuda.CUDAGraph`` on the CPU: the "capture" runs the pass once; a replay runs it
     again and writes its results where a real replay writes them: into the tensors the capture produced
@@ -310,6 +332,8 @@ def test_cuda_graph_without_a_gpu_is_refused_at_start(train_store: Path, micro_c
     assert not (tmp_path / "flex" / "last.pt").exists()
 
 
-def test_raw_model_needs_raw_data(micro_config: Path) -> None:
-    with pytest.raises(RunConfigError, match="model.spike_input='raw' .* set data.spike_input=raw"):
-        load_run_config(micro_config, ["model.spike_input=raw"])
+@pytest.mark.parametrize("kind", ["raw", "intervals"])
+def test_bit_models_need_raw_data(micro_config: Path, kind: str) -> None:
+    with pytest.raises(RunConfigError,
+                       match=f"model.spike_input='{kind}' reads packed bits, .* set data.spike_input=raw"):
+        load_run_config(micro_config, [f"model.spike_input={kind}"])

@@ -1,11 +1,12 @@
-"""Packed spike rows on the model's device: unpacking to cut tiles, packing the tiles back.
+"""Packed spike rows as torch tensors on any device: unpacking and packing.
 
-A model fed raw bits (``VRTSpike(spike_input="raw")``) takes :class:`~svrt_model.spike.inputs.RawSpikes`:
-``uint8 (B, S, Hs, Ws/8)`` rows, pixel x in bit ``x % 8`` of byte ``x // 8`` (the store's and the
-``.dat`` files' order), and the bins' frame ranges. A spatial tile starts and ends anywhere on the spike
-grid, not on byte boundaries, so the restorer unpacks a clip once (one byte per pixel), cuts and pads
-tiles like any image, and packs each batch of tiles again. The NumPy functions of
-:mod:`svrt_data.spike_io` are the reference the tests compare with.
+A model fed raw bits (``VRTSpike(spike_input="raw" | "intervals")``) takes
+:class:`~svrt_model.spike.inputs.RawSpikes`: ``uint8 (B, S, Hs, Ws/8)`` rows, pixel x in bit ``x % 8`` of
+byte ``x // 8`` (the store's and the ``.dat`` files' order), and the bins' frame ranges. The spike ops
+unpack them (:func:`unpack_bits`); the restorer unpacks a clip once (one byte per pixel), cuts and pads
+spatial tiles like any image (a tile starts and ends anywhere on the spike grid, not on byte boundaries),
+and packs each batch of tiles again (:func:`pack_bits`). The NumPy functions of :mod:`svrt_data.spike_io`
+are the reference the tests compare with.
 """
 
 from __future__ import annotations
