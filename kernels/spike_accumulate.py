@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from kernels.cuda_runtime import cupy_available
-from kernels.packed_bits import unpack_bits
+from kernels.packed_bits import check_bits_and_ranges, unpack_bits
 from kernels.spike_accumulate_cuda import spike_accumulate_cuda
 from svrt_errors import SvrtValueError
 
@@ -57,51 +57,19 @@ def check_spike_accumulate_args(
         SvrtValueError: a tensor of the wrong type, rank, shape, dtype or device, a bad ``width``, or (with
             ``validate``) a range outside ``0 <= r0 <= r1 <= S``; the message says which and how to fix it.
     """
-    for name, t in (("bits", bits), ("ranges", ranges), ("gamma", gamma)):
-        if not isinstance(t, torch.Tensor):
-            raise SvrtValueError(f"{_OP}: {name} must be a torch tensor, got {type(t).__name__}")
-    if bits.dtype != torch.uint8 or bits.dim() != 4:
-        raise SvrtValueError(
-            f"{_OP}: bits must be uint8 (B, S, H, W/8) packed spike frames (SpikeTransform(raw_output='bits') "
-            f"hands them over as spike_bits); got {bits.dtype} of shape {tuple(bits.shape)}"
-        )
-    B, S, H, Wb = bits.shape
-    if ranges.dtype != torch.int64 or ranges.dim() != 4 or ranges.shape[0] != B or ranges.shape[3] != 2:
-        raise SvrtValueError(
-            f"{_OP}: ranges must be int64 (B, T, K, 2) = ({B}, T, K, 2) frame ranges [r0, r1) (as spike_bin_ranges); "
-            f"got {ranges.dtype} of shape {tuple(ranges.shape)}"
-        )
+    if not isinstance(gamma, torch.Tensor):
+        raise SvrtValueError(f"{_OP}: gamma must be a torch tensor, got {type(gamma).__name__}")
+    W = check_bits_and_ranges(_OP, bits, ranges, width, validate)
     K = ranges.shape[2]
     if gamma.dtype not in _GAMMA_DTYPES or tuple(gamma.shape) != (K,):
         raise SvrtValueError(
             f"{_OP}: gamma must be a floating-point ({K},) tensor (one decay per bin of ranges); got {gamma.dtype} "
             f"of shape {tuple(gamma.shape)}"
         )
-    for name, t in (("ranges", ranges), ("gamma", gamma)):
-        if t.device != bits.device:
-            raise SvrtValueError(
-                f"{_OP}: {name} is on {t.device} but bits are on {bits.device}; move all tensors to one device"
-            )
-    if width is None:
-        W = 8 * Wb
-    elif isinstance(width, bool) or not isinstance(width, int) or not 8 * (Wb - 1) < width <= 8 * Wb:
+    if gamma.device != bits.device:
         raise SvrtValueError(
-            f"{_OP}: width={width!r} does not fit packed rows of {Wb} bytes; expected an int from "
-            f"{8 * (Wb - 1) + 1} to {8 * Wb} (the padding bits of each row's last byte are dropped)"
+            f"{_OP}: gamma is on {gamma.device} but bits are on {bits.device}; move all tensors to one device"
         )
-    else:
-        W = width
-    if validate and ranges.numel():
-        r0, r1 = ranges[..., 0], ranges[..., 1]
-        bad = (r0 < 0) | (r1 < r0) | (r1 > S)
-        if bool(bad.any()):  # one host synchronisation
-            i = tuple(int(v) for v in bad.nonzero()[0])
-            got = tuple(int(v) for v in ranges[i])
-            raise SvrtValueError(
-                f"{_OP}: ranges[{', '.join(map(str, i))}] = [{got[0]}, {got[1]}) is outside the {S} spike frames "
-                f"of bits; expected 0 <= r0 <= r1 <= {S}. Build ranges with SpikeTransform.bin_ranges for "
-                "these bits"
-            )
     return W
 
 

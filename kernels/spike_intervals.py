@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.packed_bits import unpack_bits
+from kernels.packed_bits import check_bits_and_ranges, unpack_bits
 from svrt_errors import SvrtValueError
 
 __all__ = ["spike_intervals"]
@@ -35,37 +35,32 @@ _OP = "spike_intervals"
 
 
 def spike_intervals(bits: torch.Tensor, ranges: torch.Tensor, *, spikes_each_side: int = 2,
-                    width: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                    width: int | None = None, dtype: torch.dtype = torch.float32, validate: bool = True
+                    ) -> torch.Tensor:
     """Interval voxels of packed spike frames (module docstring).
 
     Args:
         bits: ``uint8 (B, S, H, Wb)`` packed spike frames (``spike_bits``).
         ranges: ``int64 (B, T, K, 2)``: bin ``k`` of frame ``t`` of clip ``b`` spans frames ``[r0, r1)`` of
-            ``bits[b]`` (``spike_bin_ranges``); clamped into ``[0, S]``.
+            ``bits[b]`` (``spike_bin_ranges``).
         spikes_each_side: ``m >= 1``.
         width: ``W`` when the rows' last byte holds padding bits; default ``8 * Wb``.
         dtype: of the result and of the arithmetic (a floating dtype).
+        validate: check ``0 <= r0 <= r1 <= S`` (one host synchronisation on a GPU; off while a CUDA graph is
+            being recorded). Either way the ranges are clamped into ``[0, S]``.
 
     Returns:
         ``(B, T, K, H, W)`` in ``dtype``.
     """
-    if not isinstance(bits, torch.Tensor) or bits.dtype != torch.uint8 or bits.dim() != 4:
-        got = f"{bits.dtype} of shape {tuple(bits.shape)}" if isinstance(bits, torch.Tensor) else type(bits).__name__
-        raise SvrtValueError(f"{_OP}: bits must be uint8 (B, S, H, W/8) packed spike frames, got {got}")
+    W = check_bits_and_ranges(_OP, bits, ranges, width, validate)
     B, S, H, _ = bits.shape
-    if (not isinstance(ranges, torch.Tensor) or ranges.dtype != torch.int64 or ranges.dim() != 4
-            or ranges.shape[0] != B or ranges.shape[3] != 2 or ranges.device != bits.device):
-        got = (f"{ranges.dtype} of shape {tuple(ranges.shape)} on {ranges.device}" if isinstance(ranges, torch.Tensor)
-               else type(ranges).__name__)
-        raise SvrtValueError(f"{_OP}: ranges must be int64 (B, T, K, 2) = ({B}, T, K, 2) on {bits.device}, got {got}")
     m = spikes_each_side
     if isinstance(m, bool) or not isinstance(m, int) or m < 1:
         raise SvrtValueError(f"{_OP}: spikes_each_side must be an int >= 1, got {m!r}")
     if not dtype.is_floating_point:
         raise SvrtValueError(f"{_OP}: dtype must be a floating dtype, got {dtype}")
     T, K = ranges.shape[1:3]
-    frames = unpack_bits(bits, width)  # B S H W
-    W = frames.shape[-1]
+    frames = unpack_bits(bits, W)  # B S H W
     r0 = ranges[..., 0].clamp(0, S)
     r1 = torch.maximum(ranges[..., 1].clamp(max=S), r0)
     if not frames.numel() or not ranges.numel():

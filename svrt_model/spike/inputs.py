@@ -101,6 +101,17 @@ class VoxelInput(nn.Module):
         return spikes if spikes.is_floating_point() else spikes.float()
 
 
+def _require_raw_spikes(spikes: object, kind: str) -> None:
+    """Refuse anything but :class:`RawSpikes` for a model fed bits: a voxel tensor would bypass its spike
+    input without a sound, so the message says how to build RawSpikes and which model takes voxels."""
+    if not isinstance(spikes, RawSpikes):
+        raise ModelInputError(
+            f"VRTSpike(spike_input={kind!r}): expected RawSpikes(bits, ranges) (RawSpikes.from_batch(batch) of a "
+            f"batch transformed by SpikeTransform(spike_input='raw', bins=K, raw_output='bits')), got "
+            f"{type(spikes).__name__}; a model fed precomputed voxels needs spike_input='voxels'"
+        )
+
+
 class RawSpikeInput(VoxelInput):
     """``spike_input="raw"``: :class:`RawSpikes` accumulated by a learnable decay per bin (parameter
     ``accumulator.raw_gamma``); ``gamma = 1`` gives the count voxels ``"voxels"`` would have received.
@@ -119,12 +130,7 @@ class RawSpikeInput(VoxelInput):
 
     def forward(self, spikes: RawSpikes) -> torch.Tensor:
         """:class:`RawSpikes` to voxels ``(B, T, K, Hs, Ws)``."""
-        if not isinstance(spikes, RawSpikes):
-            raise ModelInputError(
-                f"VRTSpike(spike_input='raw'): expected RawSpikes(bits, ranges) (RawSpikes.from_batch(batch) of a "
-                f"batch transformed by SpikeTransform(spike_input='raw', bins=K, raw_output='bits')), got "
-                f"{type(spikes).__name__}; a model fed precomputed voxels needs spike_input='voxels'"
-            )
+        _require_raw_spikes(spikes, "raw")
         return self.accumulator(spikes.bits, spikes.ranges, width=spikes.width)
 
 
@@ -150,19 +156,15 @@ class IntervalSpikeInput(VoxelInput):
 
     def forward(self, spikes: RawSpikes) -> torch.Tensor:
         """:class:`RawSpikes` to voxels ``(B, T, K, Hs, Ws)`` in the module's dtype (float32 unless converted)."""
-        if not isinstance(spikes, RawSpikes):
-            raise ModelInputError(
-                f"VRTSpike(spike_input='intervals'): expected RawSpikes(bits, ranges) (RawSpikes.from_batch(batch) of "
-                f"a batch transformed by SpikeTransform(spike_input='raw', bins=K, raw_output='bits')), got "
-                f"{type(spikes).__name__}; a model fed precomputed voxels needs spike_input='voxels'"
-            )
+        _require_raw_spikes(spikes, "intervals")
         if spikes.ranges.dim() == 4 and spikes.ranges.shape[2] != self.bins:
             raise ModelInputError(
                 f"VRTSpike(spike_input='intervals'): the ranges hold {spikes.ranges.shape[2]} bins per frame but "
                 f"VRTSpikeConfig.spike_bins={self.bins}; build SpikeTransform with bins={self.bins}"
             )
+        capturing = spikes.bits.is_cuda and torch.cuda.is_current_stream_capturing()  # no host sync in a capture
         return spike_intervals(spikes.bits, spikes.ranges, spikes_each_side=self.spikes_each_side,
-                               width=spikes.width, dtype=self.dtype_probe.dtype)
+                               width=spikes.width, dtype=self.dtype_probe.dtype, validate=not capturing)
 
 
 def build_spike_input(kind: str, bins: int, *, init_gamma: float = 1.0, interval_spikes: int = 2) -> nn.Module:

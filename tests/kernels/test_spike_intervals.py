@@ -72,6 +72,8 @@ def test_bad_arguments_raise() -> None:
         (lambda: spike_intervals(bits, ranges.int()), "ranges must be int64"),
         (lambda: spike_intervals(bits, ranges[..., :1]), "ranges must be int64"),
         (lambda: spike_intervals(bits, ranges, spikes_each_side=0), "spikes_each_side"),
+        (lambda: spike_intervals(bits, ranges + 5), r"ranges\[0, 0, 0\] = \[5, 5\) is outside the 4 spike frames"),
+        (lambda: spike_intervals(bits, ranges, width=9), "width=9 does not fit packed rows of 1 bytes"),
     ):
         with pytest.raises(SvrtValueError, match=match):
             call()
