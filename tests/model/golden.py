@@ -64,6 +64,14 @@ def load_golden_model(
     return model, run, runs["input"].to(device, dtype)
 
 
+def randomise_offset_heads(vrt: VRT, std: float = 0.05) -> None:
+    """Draw the last layer of stages 1-7's offset heads from N(0, std): the official init zeroes them, which
+    would leave the alignment an identity and its offset CNNs without gradient in tests."""
+    with torch.no_grad():
+        for i in range(1, 8):
+            torch.nn.init.normal_(getattr(vrt, f"stage{i}").pa_deform.conv_offset[-1].weight, std=std)
+
+
 def micro_model(seed: int = 0, dtype: torch.dtype = torch.float64, drop_path_rate: float = 0.0) -> VRT:
     """A very small VRT (2 blocks per stage) with random, non-trivial offsets, for fast CPU tests."""
     torch.manual_seed(seed)
@@ -74,9 +82,7 @@ def micro_model(seed: int = 0, dtype: torch.dtype = torch.float64, drop_path_rat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedSpyNetWarning)
         model = VRT(cfg).to(dtype)
-    with torch.no_grad():
-        for i in range(1, 8):  # the official init zeroes the offset head; randomise it to exercise alignment
-            torch.nn.init.normal_(getattr(model, f"stage{i}").pa_deform.conv_offset[-1].weight, std=0.05)
+    randomise_offset_heads(model)
     model.spynet.weights_loaded = True  # random SpyNet on purpose: no untrained-SpyNet warning in tests
     return model
 
@@ -93,7 +99,5 @@ def gpu_test_vrt(seed: int = 0, device: str = "cuda", **changes: object) -> VRT:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedSpyNetWarning)
         model = VRT(dataclasses.replace(cfg, **changes)).to(device).eval()
-    # Random (not zero-initialised) offset heads and biases so alignment and attention are exercised.
-    for stage in range(1, 8):
-        torch.nn.init.normal_(getattr(model, f"stage{stage}").pa_deform.conv_offset[-1].weight, std=0.05)
+    randomise_offset_heads(model)  # so that alignment is exercised
     return model

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from svrt_model import VRTConfig, VRTSpike, VRTSpikeConfig
 from svrt_model.errors import UntrainedSpyNetWarning
+from tests.model.golden import randomise_offset_heads
 
 REFERENCE = "svrt_reference"
 
@@ -60,9 +61,8 @@ def build(config: VRTSpikeConfig, seed: int = 0, dtype: torch.dtype = torch.floa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedSpyNetWarning)
         model = VRTSpike(config).to(dtype)
+    randomise_offset_heads(model.vrt)
     with torch.no_grad():
-        for i in range(1, 8):
-            torch.nn.init.normal_(getattr(model.vrt, f"stage{i}").pa_deform.conv_offset[-1].weight, std=0.05)
         for name, p in model.named_parameters():  # zero-initialised biases carry no signal: randomise them
             if not name.startswith("vrt.") and name.endswith("bias") and not config.fuse_zero_init:
                 p.normal_(0.0, 0.1)

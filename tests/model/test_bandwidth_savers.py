@@ -21,7 +21,7 @@ from svrt_model.layers.mlp import MlpGEGLU
 from svrt_model.layers.window import mask_groups, masked_windows, shifted_window_mask
 from svrt_model.layers.window_plan import clear_window_caches
 from svrt_model.vrt import BANDWIDTH_SAVERS, COMPILE_SAVERS, SAVER_NEEDS, with_needed_savers
-from tests.model.golden import micro_model
+from tests.model.golden import micro_model, randomise_offset_heads
 from tests.model.spike_reference import build, inputs, micro_config
 
 
@@ -33,9 +33,7 @@ def _small_vrt(**changes: object) -> VRT:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedSpyNetWarning)
         model = VRT(cfg).double()
-    with torch.no_grad():
-        for i in range(1, 8):
-            torch.nn.init.normal_(getattr(model, f"stage{i}").pa_deform.conv_offset[-1].weight, std=0.05)
+    randomise_offset_heads(model)
     return model
 
 

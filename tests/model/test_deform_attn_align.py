@@ -17,6 +17,7 @@ from svrt_model.errors import ModelConfigError, UntrainedSpyNetWarning
 from svrt_model.layers.deform_align import FlowGuidedDeformAlign
 from svrt_model.layers.deform_attn_align import FlowGuidedDeformAttnAlign
 from svrt_model.layers.stage import make_alignment
+from tests.model.golden import randomise_offset_heads
 
 MICRO = VRTConfig(
     img_size=(3, 64, 64), window_size=(3, 8, 8), depths=(2,) * 7 + (2, 2), indep_reconsts=(8,),
@@ -167,9 +168,7 @@ def test_cuda_step_with_the_kernel_equals_the_torch_path(dtype: torch.dtype) -> 
         warnings.simplefilter("ignore", UntrainedSpyNetWarning)
         model = VRT(dataclasses.replace(MICRO, alignment="deform_attn")).cuda()
     model.spynet.weights_loaded = True
-    with torch.no_grad():
-        for i in range(1, 8):
-            torch.nn.init.normal_(getattr(model, f"stage{i}").pa_deform.conv_offset[-1].weight, std=0.05)
+    randomise_offset_heads(model)
     x = torch.rand(1, 3, 3, 64, 64, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
     results = []
     for backend in ("reference", "cuda"):
