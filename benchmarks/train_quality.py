@@ -85,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="model.spike_input: the stored count voxels, or the store's packed bits accumulated "
                         "(raw) or read as inter-spike-interval voxels (intervals)")
     p.add_argument("--interval-spikes", type=int, default=2, help="model.interval_spikes (--spike-input intervals)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="another run-config override for every variant (e.g. data.normalize=false); repeatable")
     p.add_argument("--crop", type=int, default=128, help="training crop (a multiple of 8, >= 64)")
     p.add_argument("--clip-len", type=int, default=6, help="T of training clips (and of the attention window)")
     p.add_argument("--batch", type=int, default=4, help="clips per step")
@@ -246,7 +248,7 @@ def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
         *(["log.val_split=test", f"log.val_store={args.out.resolve() / 'data' / 'test.zarr'}",
            f"log.val_every={args.curve_every}"] if args.curve_every else ["log.val_split=null"]),
         "log.tensorboard=false", *([f"train.threads={args.threads}"] if args.threads else []),
-        *(["train.cuda_graph=true"] if args.cuda_graph else []),
+        *(["train.cuda_graph=true"] if args.cuda_graph else []), *args.set,
     ]
 
 
