@@ -14,7 +14,8 @@ the largest ``r1`` of the clip's bins: padding frames after ``hi`` are never rea
 Why: a count over a bin is shot noise (a pixel at rate 0.25 fires about once in a 3-frame bin), while the
 interval spanning the centre adapts to the pixel's brightness and has exact spike times as its ends.
 On ``train_quality``'s test frames the interval estimate (m = 2, no learning) reconstructs the sharp
-luminance 2.3 dB better than the best count window (``benchmarks/RESULTS.md``, session 10).
+luminance 2.3 dB better than the best count window; as the input of a small model trained for 300 steps on
+the CPU it did worse than normalised count voxels (``benchmarks/RESULTS.md``, session 10).
 
 The reference is :func:`svrt_data.reconstruct.interval_rate` (NumPy, per centre) on the clip's frames
 ``[lo, hi)``; this is its vectorized torch form (any device, no host synchronisation, so it can be recorded
