@@ -16,22 +16,25 @@ import torch.nn.functional as F
 
 from svrt_errors import SvrtValueError
 
-__all__ = ["check_bits_and_ranges", "pack_bits", "unpack_bits"]
+__all__ = ["bit_shifts", "check_bits_and_ranges", "pack_bits", "unpack_bits"]
 
 
-def _shifts(device: torch.device) -> torch.Tensor:
+def bit_shifts(device: torch.device) -> torch.Tensor:
+    """The 8 shifts :func:`unpack_bits` applies; a caller unpacking in a loop makes them once."""
     return torch.arange(8, dtype=torch.uint8, device=device)
 
 
-def unpack_bits(bits: torch.Tensor, width: int | None = None) -> torch.Tensor:
-    """``uint8 (..., Wb)`` packed rows -> ``uint8 (..., width)`` of 0/1 (default width ``8 * Wb``)."""
+def unpack_bits(bits: torch.Tensor, width: int | None = None, *, shifts: torch.Tensor | None = None) -> torch.Tensor:
+    """``uint8 (..., Wb)`` packed rows -> ``uint8 (..., width)`` of 0/1 (default width ``8 * Wb``);
+    ``shifts``: :func:`bit_shifts` of ``bits``' device, when the caller has them."""
     if bits.dtype != torch.uint8:
         raise SvrtValueError(f"unpack_bits: packed rows must be uint8, got {bits.dtype}")
     full = 8 * bits.shape[-1]
     width = full if width is None else width
     if not full - 8 < width <= full:
         raise SvrtValueError(f"unpack_bits: width {width} does not fit rows of {bits.shape[-1]} bytes")
-    planes = torch.bitwise_and(torch.bitwise_right_shift(bits.unsqueeze(-1), _shifts(bits.device)), 1)  # ... Wb 8
+    shifts = bit_shifts(bits.device) if shifts is None else shifts
+    planes = torch.bitwise_and(torch.bitwise_right_shift(bits.unsqueeze(-1), shifts), 1)  # ... Wb 8
     return planes.flatten(-2)[..., :width]
 
 
@@ -40,7 +43,7 @@ def pack_bits(planes: torch.Tensor) -> torch.Tensor:
     if planes.dtype != torch.uint8:
         raise SvrtValueError(f"pack_bits: planes must be uint8 0/1, got {planes.dtype}")
     padded = F.pad(planes, (0, -planes.shape[-1] % 8)).unflatten(-1, (-1, 8))  # ... Wb 8
-    return torch.bitwise_left_shift(padded, _shifts(planes.device)).sum(-1, dtype=torch.uint8)
+    return torch.bitwise_left_shift(padded, bit_shifts(planes.device)).sum(-1, dtype=torch.uint8)
 
 
 def check_bits_and_ranges(op: str, bits: torch.Tensor, ranges: torch.Tensor, width: int | None, validate: bool) -> int:

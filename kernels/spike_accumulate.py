@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 
 from kernels.cuda_runtime import cupy_available
-from kernels.packed_bits import check_bits_and_ranges, unpack_bits
+from kernels.packed_bits import bit_shifts, check_bits_and_ranges, unpack_bits
 from kernels.spike_accumulate_cuda import spike_accumulate_cuda
 from svrt_errors import SvrtValueError
 
@@ -104,11 +104,12 @@ def spike_accumulate_torch(
             steps = int((r1 - r0).max())
         if steps == 0:
             return (acc * g).to(dtype)  # zeros, still a function of gamma (zero gradient)
+        shifts = bit_shifts(bits.device)  # once, not per step
         clip = torch.arange(B, device=bits.device).view(B, 1, 1)
         for j in range(steps):
             s = r1 - steps + j  # B T K
             frames = bits[clip, s.clamp(0, S - 1)]  # B T K H Wb
-            spikes = unpack_bits(frames, width)  # B T K H W
+            spikes = unpack_bits(frames, width, shifts=shifts)  # B T K H W
             live = (s >= r0).to(compute).view(B, T, K, 1, 1)
             acc = acc * g + spikes.to(compute) * live
     return acc.to(dtype)

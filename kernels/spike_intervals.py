@@ -18,9 +18,9 @@ luminance 2.3 dB better than the best count window; as the input of a small mode
 the CPU it did worse than normalised count voxels (``benchmarks/RESULTS.md``, session 10).
 
 The reference is :func:`svrt_data.reconstruct.interval_rate` (NumPy, per centre) on the clip's frames
-``[lo, hi)``; this is its vectorized torch form (any device, no host synchronisation, so it can be recorded
-into a CUDA graph): one cumulative spike count per pixel and two ``searchsorted`` per bin centre. No
-gradient: the input is bits.
+``[lo, hi)``; this is its vectorized torch form (any device; with ``validate=False`` no host
+synchronisation, so it can be recorded into a CUDA graph): one cumulative spike count per pixel and two
+``searchsorted`` per bin centre. No gradient: the input is bits.
 """
 
 from __future__ import annotations

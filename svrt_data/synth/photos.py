@@ -140,31 +140,35 @@ def dead_leaves(count: int, *, size: int = 768, seed: int = 0, palette: np.ndarr
         if not len(palette):
             raise SvrtValueError("dead_leaves: the palette is empty; give (N, 3) RGB colours with N >= 1")
     rng = np.random.default_rng(seed)
+    lo, hi = rmin ** -2.0, rmax ** -2.0  # inverse CDF of p(r) ~ r^-3: r = (lo - u (lo - hi))^(-1/2)
+
+    def colour() -> np.ndarray:
+        return palette[rng.integers(len(palette))] if palette is not None else rng.integers(0, 256, 3)
+
     photos = []
     for index in range(count):
         pixels = np.zeros((size, size, 3), np.uint8)
         free = np.ones((size, size), bool)
         left = free.size
-        lo, hi = rmin ** -2.0, rmax ** -2.0  # inverse CDF of p(r) ~ r^-3: r = (lo - u (lo - hi))^(-1/2)
         for _ in range(max_leaves):
             r = (lo - rng.random() * (lo - hi)) ** -0.5
             cy, cx = rng.uniform(-r, size + r, 2)
             y0, y1 = max(int(cy - r), 0), min(int(cy + r) + 2, size)
             x0, x1 = max(int(cx - r), 0), min(int(cx + r) + 2, size)
-            colour = palette[rng.integers(len(palette))] if palette is not None else rng.integers(0, 256, 3)
+            paint = colour()  # drawn for every disk, seen or not: the draws do not depend on the image
             if y0 >= y1 or x0 >= x1:
                 continue
             yy, xx = np.ogrid[y0:y1, x0:x1]
             take = ((yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= r * r) & free[y0:y1, x0:x1]
             taken = int(take.sum())
             if taken:
-                pixels[y0:y1, x0:x1][take] = colour
+                pixels[y0:y1, x0:x1][take] = paint
                 free[y0:y1, x0:x1][take] = False
                 left -= taken
                 if not left:
                     break
         if left:
-            pixels[free] = palette[rng.integers(len(palette))] if palette is not None else rng.integers(0, 256, 3)
+            pixels[free] = colour()
         photos.append(Photo(f"dead_leaves_{index:03d}", pixels))
     return photos
 
