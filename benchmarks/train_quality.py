@@ -9,7 +9,9 @@
    no test scene was seen in training), each voxelized into its own store (K=32 count voxels; ``--bins``).
 2. Per variant: ``svrt_model.train.train`` (the ``tiny`` preset's recipe with the size and step overrides
    below, identical for all three; ``--spike-input intervals`` feeds the model inter-spike-interval voxels
-   computed from the store's packed bits instead of the stored counts), then the last checkpoint restores
+   computed from the store's packed bits instead of the stored counts; ``--spike-base intervals`` adds the
+   spikes' interval luminance to the spike variants' output, ``VRTSpikeConfig.spike_base``), then the last
+   checkpoint restores
    every test sequence in clips of the training length over whole frames (``svrt_model.restore.evaluate_split``,
    the validation tiling).
 3. One table, printed and written to ``OUT/train_quality.md`` (and ``OUT/train_quality.json``): PSNR/SSIM of
@@ -84,7 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spike-input", default="voxels", choices=("voxels", "raw", "intervals"),
                    help="model.spike_input: the stored count voxels, or the store's packed bits accumulated "
                         "(raw) or read as inter-spike-interval voxels (intervals)")
-    p.add_argument("--interval-spikes", type=int, default=2, help="model.interval_spikes (--spike-input intervals)")
+    p.add_argument("--interval-spikes", type=int, default=2,
+                   help="model.interval_spikes (--spike-input intervals, --spike-base intervals)")
+    p.add_argument("--spike-base", default="none", choices=("none", "intervals"),
+                   help="model.spike_base of the spike variants (needs --spike-input raw or intervals): the output "
+                        "adds the spikes' interval luminance (gain: the synthetic sensor's threshold, 2.0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="another run-config override for every variant (e.g. data.normalize=false); repeatable")
     p.add_argument("--crop", type=int, default=128, help="training crop (a multiple of 8, >= 64)")
@@ -243,7 +249,9 @@ def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
         "train.fix_iter=0",
         "train.fix_keys=[]", f"model.spike_input={args.spike_input}",
         *(["data.spike_input=raw"] if args.spike_input != "voxels" else []),
-        *([f"model.interval_spikes={args.interval_spikes}"] if args.spike_input == "intervals" else []),
+        *([f"model.interval_spikes={args.interval_spikes}"]
+          if "intervals" in (args.spike_input, args.spike_base) else []),
+        *([f"model.spike_base={args.spike_base}"] if fusion != "rgb_only" else []),  # rgb_only has no spikes
         f"log.every={max(args.steps // 30, 1)}", "log.image_every=0",
         *(["log.val_split=test", f"log.val_store={args.out.resolve() / 'data' / 'test.zarr'}",
            f"log.val_every={args.curve_every}"] if args.curve_every else ["log.val_split=null"]),
@@ -328,6 +336,8 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
     spikes = f"K={args.bins} " + ("count voxels" if args.spike_input == "voxels" else
                                   "accumulated bits" if args.spike_input == "raw" else
                                   f"interval voxels ({args.interval_spikes} spikes each side)")
+    if args.spike_base != "none":
+        spikes += f", output plus the spikes' interval luminance ({args.interval_spikes} spikes each side)"
     out = [f"train_quality: {args.steps} steps, batch {args.batch}, T={args.clip_len}, crop {args.crop}, "
            f"{args.dims} channels, {spikes}, {args.precision}; test photos {', '.join(TEST_PHOTOS)} "
            f"(unseen in training){shared}",

@@ -14,7 +14,10 @@ voxels ``(B, T, K, Hs, Ws)``:
 
 ``fusion="early"`` concatenates ``early_channels`` spike channels (bin-group means, resized to the RGB
 size) to the RGB input of a VRT with ``3 + early_channels`` input channels (SpyNet and the output
-residual use RGB only); ``fusion="rgb_only"`` is the plain backbone.
+residual use RGB only); ``fusion="rgb_only"`` is the plain backbone. With ``spike_base="intervals"`` the
+output also adds the spike luminance base (:class:`~svrt_model.spike.base.SpikeLumaBase`: the blurry
+luminance replaced by the one the spikes' intervals read at each frame's centre), so the learned residual
+starts from that estimate instead of from the blurry frames.
 
 Parameter names are the original implementation's (``vrt.*``, ``spike_encoder.*``,
 ``spike_temporal_sa.blocks.i.*``, ``cross_attn_fuse.fuse_blocks.i.*``), so its checkpoints load with
@@ -29,6 +32,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from svrt_model.errors import ModelConfigError, ModelInputError
+from svrt_model.spike.base import SpikeLumaBase
 from svrt_model.spike.encoder import SpikeEncoder3D
 from svrt_model.spike.fusion import MultiScaleTemporalCrossAttnFuse
 from svrt_model.spike.inputs import RawSpikes, build_spike_input, early_spike_channels
@@ -62,6 +66,8 @@ class VRTSpike(nn.Module):
             self.spike_input = build_spike_input(config.spike_input, config.spike_bins,
                                                  init_gamma=config.raw_init_gamma,
                                                  interval_spikes=config.interval_spikes)
+        if config.spike_base == "intervals":
+            self.spike_base = SpikeLumaBase(config.spike_base_gain, config.interval_spikes)
         if config.fusion == "cross_attention":
             chans = config.channels_per_scale
             self.spike_encoder = SpikeEncoder3D(config.spike_bins, chans, config.temporal_strides,
@@ -225,13 +231,16 @@ class VRTSpike(nn.Module):
             vox = self._voxels(rgb, spikes)
             extra = early_spike_channels(vox, self.config.early_channels, tuple(rgb.shape[-2:]),
                                          self.config.spike_resize)
-            return self.vrt(torch.cat([rgb, extra.to(rgb.dtype)], dim=2), flows)  # B T 3+E H W
+            out = self.vrt(torch.cat([rgb, extra.to(rgb.dtype)], dim=2), flows)  # B T 3+E H W
         elif fusion == "cross_attention":
             feats = self._encode(self._voxels(rgb, spikes))
 
             def fuse(stage: int, stage_out: torch.Tensor) -> torch.Tensor:
                 return self.cross_attn_fuse.fuse_scale(stage - 1, stage_out, feats[stage - 1])
 
-            return self.vrt(rgb, flows, encoder_hook=fuse)
+            out = self.vrt(rgb, flows, encoder_hook=fuse)
         else:
             raise ModelConfigError(f"VRTSpike: unknown fusion {fusion!r}")
+        if self.config.spike_base == "none":
+            return out
+        return out + self.spike_base(rgb, spikes).to(out.dtype)  # the spike luminance on all three channels

@@ -30,6 +30,7 @@ __all__ = [
     "FUSIONS",
     "NUM_SCALES",
     "SPIKE_ATTENTION_IMPLS",
+    "SPIKE_BASES",
     "SPIKE_INPUTS",
     "SPIKE_RESIZES",
     "VRTSpikeConfig",
@@ -51,6 +52,10 @@ loader's packed bits and bin plan (:class:`~svrt_model.spike.inputs.RawSpikes`),
 with a learnable decay per bin (:class:`~svrt_model.spike.accumulator.SpikeAccumulator`); ``intervals`` =
 the same bits read as inter-spike-interval voxels (:func:`kernels.spike_intervals.spike_intervals`: the
 firing rate at each bin's centre from the ``interval_spikes`` spikes on each side, times the bin's length)."""
+
+SPIKE_BASES = ("none", "intervals")
+"""What the output's residual starts from besides the blurry frames: ``none`` (VRT's: the blurry frames) or
+``intervals`` (plus the spike luminance base, :class:`~svrt_model.spike.base.SpikeLumaBase`)."""
 
 BIT_INPUTS = ("raw", "intervals")
 """The spike inputs that read packed bits (``data.spike_input=raw``) rather than stored voxels."""
@@ -94,7 +99,13 @@ class VRTSpikeConfig:
         raw_init_gamma: ``spike_input="raw"``: the accumulator's initial decay, in (0, 1] (1: the count
             voxels ``"voxels"`` would receive).
         interval_spikes: ``spike_input="intervals"``: spikes on each side of a bin's centre whose span gives
-            its firing rate (>= 1; 2 reconstructed ``train_quality``'s test frames best without learning).
+            its firing rate (>= 1; 2 reconstructed ``train_quality``'s test frames best without learning);
+            also the ``m`` of ``spike_base="intervals"``.
+        spike_base: one of :data:`SPIKE_BASES`: ``"intervals"`` adds the spike luminance base
+            (:class:`~svrt_model.spike.base.SpikeLumaBase`) to the output; needs a bit input (``spike_input``
+            ``"raw"`` or ``"intervals"``) and spikes (not ``rgb_only``).
+        spike_base_gain: ``spike_base``: the luminance in [0, 1] of a pixel firing once per frame (the
+            integrate-and-fire threshold; 2.0 is ``svrt-data synth``'s default sensor).
         chunk_tokens: None (every pixel at once) or the most pixel sequences (B x pixels) a temporal
             attention block processes at a time; bounds transient memory, never changes results.
         attention: one of :data:`SPIKE_ATTENTION_IMPLS` (initial value of ``VRTSpike.set_spike_attention``).
@@ -121,6 +132,8 @@ class VRTSpikeConfig:
     interval_spikes: int = 2
     encoder_activation: str = "relu"
     spike_resize: str = "bilinear"
+    spike_base: str = "none"
+    spike_base_gain: float = 2.0
 
     def __post_init__(self) -> None:
         if isinstance(self.vrt, Mapping):
@@ -196,6 +209,18 @@ def _validate(cfg: VRTSpikeConfig) -> None:
         raise ModelConfigError(f"VRTSpikeConfig.raw_init_gamma={g!r}; expected a decay in (0, 1]")
     if not _is_int(cfg.interval_spikes) or cfg.interval_spikes < 1:
         raise ModelConfigError(f"VRTSpikeConfig.interval_spikes={cfg.interval_spikes!r}; expected an integer >= 1")
+    _choice(cfg, "spike_base", SPIKE_BASES)
+    g = cfg.spike_base_gain
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 < g < float("inf"):
+        raise ModelConfigError(f"VRTSpikeConfig.spike_base_gain={g!r}; expected a positive number (the luminance "
+                               "of one spike per frame)")
+    if cfg.spike_base != "none" and cfg.spike_input not in BIT_INPUTS:
+        raise ModelConfigError(f"VRTSpikeConfig.spike_base={cfg.spike_base!r} reads packed spike bits, but "
+                               f"spike_input={cfg.spike_input!r}; set spike_input to one of {BIT_INPUTS} (and "
+                               "data.spike_input=raw) or spike_base='none'")
+    if cfg.spike_base != "none" and cfg.fusion == "rgb_only":
+        raise ModelConfigError(f"VRTSpikeConfig.spike_base={cfg.spike_base!r} needs spikes, but fusion='rgb_only' "
+                               "ignores them; set spike_base='none' or another fusion")
     if not _is_int(cfg.spike_bins) or cfg.spike_bins < 1:
         raise ModelConfigError(f"VRTSpikeConfig.spike_bins={cfg.spike_bins!r}; expected an integer K >= 1")
     if cfg.vrt.in_chans != 3:

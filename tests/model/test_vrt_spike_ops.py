@@ -1,5 +1,6 @@
 """VRTSpike with the model ops: raw spike input through the learnable accumulator end to end from the
-dataset (``spike_input="raw"``) and as interval voxels (``"intervals"``), the spike encoder on
+dataset (``spike_input="raw"``) and as interval voxels (``"intervals"``), the spike luminance base
+(``spike_base="intervals"``) against a NumPy reference, the spike encoder on
 ``fused_bias_act``, spike features resized by ``upfirdn2d``; each against the plain path."""
 
 from __future__ import annotations
@@ -7,13 +8,17 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from kernels.packed_bits import unpack_bits
 from kernels.resample import resize
 from kernels.spike_intervals import spike_intervals
 from svrt_data.loader import ClipKey, SpikeDeblurDataset, collate_clips
 from svrt_data.loader.spike_transform import SpikeTransform
+from svrt_data.reconstruct import interval_rate
 from svrt_model import VRTSpike
 from svrt_model.errors import ModelConfigError, ModelInputError, UntrainedSpyNetWarning
 from svrt_model.spike.fusion import resize_features
@@ -188,3 +193,52 @@ def test_cuda_raw_input_and_fused_encoder(batches) -> None:
         assert torch.equal(raw_model.spike_input(spikes), vox["spikes"].float().cuda())
         torch.testing.assert_close(raw_model(rgb, spikes, flows), model(rgb, vox["spikes"].float().cuda(), flows),
                                    rtol=1e-4, atol=1e-4)
+
+
+def _luma_base_reference(rgb: torch.Tensor, bits: torch.Tensor, ranges: torch.Tensor, gain: float, m: int
+                         ) -> torch.Tensor:
+    """``up(gain * rate - down(luma))`` per frame, the rate from ``svrt_data.reconstruct.interval_rate`` on
+    the clip's frames and the down-sampling as 2x2 block means (NumPy), the way back bicubic."""
+    b, t, _, h, w = rgb.shape
+    frames = unpack_bits(bits, bits.shape[-1] * 8).numpy()
+    luma = np.einsum("btchw,c->bthw", rgb.numpy(), np.array([0.299, 0.587, 0.114]))
+    hs, ws = frames.shape[-2:]
+    down = luma.reshape(b, t, hs, h // hs, ws, w // ws).mean((3, 5))
+    delta = np.zeros((b, t, hs, ws))
+    for i in range(b):
+        lo, hi = int(ranges[i, :, :, 0].min()), int(ranges[i, :, :, 1].max())
+        for j in range(t):
+            centre = (int(ranges[i, j, 0, 0]) + int(ranges[i, j, -1, 1]) - 1) // 2
+            rate = interval_rate(frames[i, lo:hi], centre - lo, m)
+            delta[i, j] = gain * rate - down[i, j]
+    up = F.interpolate(torch.from_numpy(delta).flatten(0, 1)[:, None], size=(h, w), mode="bicubic",
+                       align_corners=False)
+    return up.unflatten(0, (b, t))
+
+
+@pytest.mark.parametrize("spike_input", ["raw", "intervals"])
+def test_spike_base_adds_the_interval_luminance(batches, spike_input: str) -> None:
+    _, raw = batches
+    model = build(micro_config(frames=2, spike_bins=BINS, spike_input=spike_input)).eval()
+    based = _copy(model, spike_base="intervals", spike_base_gain=1.5, interval_spikes=2)
+    assert based.state_dict().keys() == model.state_dict().keys()  # the base has no parameters
+    bits = SpikeTransform(spike_input="raw", bins=BINS, raw_output="bits")(raw)
+    spikes = RawSpikes.from_batch(bits)
+    rgb, flows = _rgb_and_flows(raw)
+    with torch.no_grad():
+        delta = based(rgb, spikes, flows) - model(rgb, spikes, flows)
+    want = _luma_base_reference(rgb, bits["spike_bits"], bits["spike_bin_ranges"], 1.5, 2)
+    assert want.abs().amax() > 0.05  # the spikes' luminance is not the blurry one
+    torch.testing.assert_close(delta, want.expand_as(delta), rtol=0, atol=1e-6)  # interval_rate is float32
+
+
+def test_spike_base_config_errors() -> None:
+    with pytest.raises(ModelConfigError, match=r"spike_base='intervals' reads packed spike bits, but "
+                                               r"spike_input='voxels'; set spike_input to one of"):
+        micro_config(spike_base="intervals")
+    with pytest.raises(ModelConfigError, match=r"fusion='rgb_only' ignores them"):
+        micro_config(spike_base="intervals", spike_input="raw", fusion="rgb_only")
+    with pytest.raises(ModelConfigError, match=r"spike_base_gain=0.0; expected a positive number"):
+        micro_config(spike_base="intervals", spike_input="raw", spike_base_gain=0.0)
+    with pytest.raises(ModelConfigError, match=r"spike_base='mean' is unknown; expected one of \('none', "):
+        micro_config(spike_base="mean", spike_input="raw")
