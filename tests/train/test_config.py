@@ -30,6 +30,7 @@ def test_preset_contents() -> None:
     assert (t.lr, t.weight_decay, t.schedule, t.accumulate, base.data.batch_size) == (2e-4, 1e-4, "cosine", 6, 1)
     assert t.warmup_steps > 0 and (base.loss.charbonnier, base.loss.vgg) == (1.0, 0.1)
     assert fast.train.precision == "bf16" and fast.model == base.model and fast.data == base.data
+    assert (fast.train.attention, fast.train.compile) == ("flex", "attn+ffn+spike")  # measured: RESULTS, issue 12
     assert tiny.model.preset == "svrt_tiny" and tiny.loss.vgg == 0.0 and tiny.train.device == "auto"
 
 
