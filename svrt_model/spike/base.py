@@ -12,7 +12,8 @@ of a pixel firing once per frame (the integrate-and-fire threshold: ``svrt_data.
 size and ``up`` bicubic resizing back (``align_corners=False``; nothing when the sizes agree). The model adds
 ``delta_t`` to all three channels of its output, so a backbone started as the identity (``train.init=
 identity``) returns the blurry frames with the spikes' luminance, and the network learns what that reading
-misses. ``train_quality``'s reference point ``intervals_2`` is the same estimate per frame file.
+misses. ``train_quality``'s reference point ``intervals_2`` is the same estimate read from each frame's own
+spike file; here the intervals may reach into the clip's neighbouring exposures.
 
 No parameters and no gradient (the inputs are the blurry frames and bits). One host synchronisation for the
 range check, except while a CUDA graph is recorded.

@@ -19,8 +19,10 @@ from kernels.spike_intervals import spike_intervals
 from svrt_data.loader import ClipKey, SpikeDeblurDataset, collate_clips
 from svrt_data.loader.spike_transform import SpikeTransform
 from svrt_data.reconstruct import interval_rate
+from svrt_data.synth.photos import LUMA
 from svrt_model import VRTSpike
 from svrt_model.errors import ModelConfigError, ModelInputError, UntrainedSpyNetWarning
+from svrt_model.spike.base import BT601_LUMA
 from svrt_model.spike.fusion import resize_features
 from svrt_model.spike.inputs import RawSpikes
 from tests.model.spike_reference import build, inputs, micro_config
@@ -227,6 +229,7 @@ def test_spike_base_adds_the_interval_luminance(batches, spike_input: str) -> No
     rgb, flows = _rgb_and_flows(raw)
     with torch.no_grad():
         delta = based(rgb, spikes, flows) - model(rgb, spikes, flows)
+    np.testing.assert_array_equal(np.float32(BT601_LUMA), LUMA)  # the synthetic sensor's weights
     want = _luma_base_reference(rgb, bits["spike_bits"], bits["spike_bin_ranges"], 1.5, 2)
     assert want.abs().amax() > 0.05  # the spikes' luminance is not the blurry one
     torch.testing.assert_close(delta, want.expand_as(delta), rtol=0, atol=1e-6)  # interval_rate is float32
