@@ -10,7 +10,8 @@
 2. Per variant: ``svrt_model.train.train`` (the ``tiny`` preset's recipe with the size and step overrides
    below, identical for all three; ``--spike-input intervals`` feeds the model inter-spike-interval voxels
    computed from the store's packed bits instead of the stored counts; ``--spike-base intervals`` adds the
-   spikes' interval luminance to the spike variants' output, ``VRTSpikeConfig.spike_base``), then the last
+   spikes' interval luminance to the spike variants' output, ``VRTSpikeConfig.spike_base``; ``--centre-rates``
+   gives the cross-attention encoder that luminance for several m as extra channels, ``centre_rates``), then the last
    checkpoint restores
    every test sequence in clips of the training length over whole frames (``svrt_model.restore.evaluate_split``,
    the validation tiling).
@@ -88,9 +89,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(raw) or read as inter-spike-interval voxels (intervals)")
     p.add_argument("--interval-spikes", type=int, default=2,
                    help="model.interval_spikes (--spike-input intervals, --spike-base intervals)")
-    p.add_argument("--spike-base", default="none", choices=("none", "intervals"),
+    p.add_argument("--spike-base", default="none", choices=("none", "intervals", "refined"),
                    help="model.spike_base of the spike variants (needs --spike-input raw or intervals): the output "
-                        "adds the spikes' interval luminance (gain: the synthetic sensor's threshold, 2.0)")
+                        "adds the spikes' interval luminance (gain: the synthetic sensor's threshold, 2.0); refined: "
+                        "corrected by a small learned CNN (model.refine_rates)")
+    p.add_argument("--centre-rates", default="", metavar="M,M,...",
+                   help="model.centre_rates of the cross-attention variant (needs --spike-input raw or intervals): the "
+                        "encoder also reads the interval luminance at each exposure centre for each m, e.g. 1,2,3,4,6")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="another run-config override for every variant (e.g. data.normalize=false); repeatable")
     p.add_argument("--crop", type=int, default=128, help="training crop (a multiple of 8, >= 64)")
@@ -252,6 +257,7 @@ def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
         *([f"model.interval_spikes={args.interval_spikes}"]
           if "intervals" in (args.spike_input, args.spike_base) else []),
         *([f"model.spike_base={args.spike_base}"] if fusion != "rgb_only" else []),  # rgb_only has no spikes
+        *([f"model.centre_rates=[{args.centre_rates}]"] if args.centre_rates and fusion == "cross_attention" else []),
         f"log.every={max(args.steps // 30, 1)}", "log.image_every=0",
         *(["log.val_split=test", f"log.val_store={args.out.resolve() / 'data' / 'test.zarr'}",
            f"log.val_every={args.curve_every}"] if args.curve_every else ["log.val_split=null"]),
@@ -337,7 +343,10 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
                                   "accumulated bits" if args.spike_input == "raw" else
                                   f"interval voxels ({args.interval_spikes} spikes each side)")
     if args.spike_base != "none":
-        spikes += f", output plus the spikes' interval luminance ({args.interval_spikes} spikes each side)"
+        spikes += f", output plus the spikes' interval luminance ({args.interval_spikes} spikes each side" + (
+            ", refined by a learned CNN)" if args.spike_base == "refined" else ")")
+    if args.centre_rates:
+        spikes += f", encoder also reads the centre interval luminance for m = {args.centre_rates}"
     out = [f"train_quality: {args.steps} steps, batch {args.batch}, T={args.clip_len}, crop {args.crop}, "
            f"{args.dims} channels, {spikes}, {args.precision}; test photos {', '.join(TEST_PHOTOS)} "
            f"(unseen in training){shared}",

@@ -30,7 +30,7 @@ import torch
 from kernels.packed_bits import check_bits_and_ranges, unpack_bits
 from svrt_errors import SvrtValueError
 
-__all__ = ["spike_intervals"]
+__all__ = ["interval_rates", "spike_intervals"]
 
 _OP = "spike_intervals"
 
@@ -53,11 +53,26 @@ def spike_intervals(bits: torch.Tensor, ranges: torch.Tensor, *, spikes_each_sid
     Returns:
         ``(B, T, K, H, W)`` in ``dtype``.
     """
+    rates = interval_rates(bits, ranges, (spikes_each_side,), width=width, dtype=dtype, validate=validate)[:, :, :, 0]
+    r0 = ranges[..., 0].clamp(0, bits.shape[1])
+    length = (torch.maximum(ranges[..., 1].clamp(max=bits.shape[1]), r0) - r0).to(dtype)  # B T K
+    return rates * length[..., None, None]
+
+
+def interval_rates(bits: torch.Tensor, ranges: torch.Tensor, spikes_each_side: tuple[int, ...] = (2,), *,
+                   width: int | None = None, dtype: torch.dtype = torch.float32, validate: bool = True
+                   ) -> torch.Tensor:
+    """Firing rates (spikes per frame) at every bin's centre, one per ``m`` in ``spikes_each_side``, from one
+    cumulative count: ``(B, T, K, M, H, W)`` in ``dtype``. :func:`spike_intervals` is this with one ``m``,
+    times each bin's length; the arguments are its own (``spikes_each_side`` a non-empty tuple of ``m >= 1``).
+    An empty bin gives 0.
+    """
     W = check_bits_and_ranges(_OP, bits, ranges, width, validate)
     B, S, H, _ = bits.shape
-    m = spikes_each_side
-    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-        raise SvrtValueError(f"{_OP}: spikes_each_side must be an int >= 1, got {m!r}")
+    ms = tuple(spikes_each_side) if isinstance(spikes_each_side, (tuple, list)) else (spikes_each_side,)
+    if not ms or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in ms):
+        raise SvrtValueError(f"{_OP}: spikes_each_side must be an int >= 1 (or a non-empty tuple of them), got "
+                             f"{spikes_each_side!r}")
     if not dtype.is_floating_point:
         raise SvrtValueError(f"{_OP}: dtype must be a floating dtype, got {dtype}")
     T, K = ranges.shape[1:3]
@@ -65,7 +80,7 @@ def spike_intervals(bits: torch.Tensor, ranges: torch.Tensor, *, spikes_each_sid
     r0 = ranges[..., 0].clamp(0, S)
     r1 = torch.maximum(ranges[..., 1].clamp(max=S), r0)
     if not frames.numel() or not ranges.numel():
-        return torch.zeros(B, T, K, H, W, dtype=dtype, device=bits.device)
+        return torch.zeros(B, T, K, len(ms), H, W, dtype=dtype, device=bits.device)
     lo = r0.flatten(1).amin(1)  # B
     hi = r1.flatten(1).amax(1)
     step = torch.arange(S, device=bits.device)
@@ -75,12 +90,15 @@ def spike_intervals(bits: torch.Tensor, ranges: torch.Tensor, *, spikes_each_sid
     total = counts[..., -1:]  # B H W 1
     centre = ((r0 + r1 - 1) // 2).clamp(0, max(S - 1, 0)).flatten(1)  # B TK
     before = counts.gather(-1, centre[:, None, None, :].expand(B, H, W, T * K))  # spikes in [lo, c]
-    # the n-th spike of a pixel is at the first frame whose running count reaches n
-    t_before = torch.searchsorted(counts, before - (m - 1))
-    t_after = torch.searchsorted(counts, before + m)
-    found = (before >= m) & (before + m <= total)
-    span = torch.where(found, t_after - t_before, 1).to(dtype)
     mean = total.to(dtype) / (hi - lo).clamp(min=1).to(dtype).view(B, 1, 1, 1)
-    rate = torch.where(found, (2 * m - 1) / span, mean)  # B H W TK
-    length = (r1 - r0).to(dtype).flatten(1)[:, None, None, :]
-    return (rate * length).unflatten(-1, (T, K)).permute(0, 3, 4, 1, 2).contiguous()
+    empty = (r1 == r0).flatten(1)[:, None, None, :]  # B 1 1 TK
+    rates = []
+    for m in ms:
+        # the n-th spike of a pixel is at the first frame whose running count reaches n
+        t_before = torch.searchsorted(counts, before - (m - 1))
+        t_after = torch.searchsorted(counts, before + m)
+        found = (before >= m) & (before + m <= total)
+        span = torch.where(found, t_after - t_before, 1).to(dtype)
+        rate = torch.where(found, (2 * m - 1) / span, mean)  # B H W TK
+        rates.append(rate.masked_fill(empty, 0))
+    return torch.stack(rates, -1).unflatten(-2, (T, K)).permute(0, 3, 4, 5, 1, 2).contiguous()

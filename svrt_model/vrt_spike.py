@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from svrt_model.errors import ModelConfigError, ModelInputError
-from svrt_model.spike.base import SpikeLumaBase
+from svrt_model.spike.base import SpikeLumaBase, exposure_rates
 from svrt_model.spike.encoder import SpikeEncoder3D
 from svrt_model.spike.fusion import MultiScaleTemporalCrossAttnFuse
 from svrt_model.spike.inputs import RawSpikes, build_spike_input, early_spike_channels
@@ -66,12 +66,21 @@ class VRTSpike(nn.Module):
             self.spike_input = build_spike_input(config.spike_input, config.spike_bins,
                                                  init_gamma=config.raw_init_gamma,
                                                  interval_spikes=config.interval_spikes)
-        if config.spike_base == "intervals":
-            self.spike_base = SpikeLumaBase(config.spike_base_gain, config.interval_spikes)
+        # the interval rates the model reads: the encoder's centre_rates, then the base's (the refiner's
+        # refine_rates, the base's own m last); contiguous slices, so no index tensor is made in a CUDA graph
+        base_ms = ((config.refine_rates if config.spike_base == "refined" else ())
+                   + ((config.interval_spikes,) if config.spike_base != "none" else ()))
+        self._rate_ms = config.centre_rates + base_ms
+        self._encoder_rates = len(config.centre_rates)
+        if config.spike_base != "none":
+            refine = len(base_ms) if config.spike_base == "refined" else 0
+            self.spike_base = SpikeLumaBase(config.spike_base_gain, config.interval_spikes, refine,
+                                            config.refine_channels)
         if config.fusion == "cross_attention":
             chans = config.channels_per_scale
-            self.spike_encoder = SpikeEncoder3D(config.spike_bins, chans, config.temporal_strides,
-                                                config.spatial_strides, activation=config.encoder_activation)
+            self.spike_encoder = SpikeEncoder3D(config.spike_bins + len(config.centre_rates), chans,
+                                                config.temporal_strides, config.spatial_strides,
+                                                activation=config.encoder_activation)
             self.spike_temporal_sa = SpikeTemporalSA(chans, config.tsa_heads, config.tsa_mlp_ratio)
             self.cross_attn_fuse = MultiScaleTemporalCrossAttnFuse(
                 chans, config.fuse_heads, config.fuse_mlp_ratio, zero_init=config.fuse_zero_init
@@ -195,7 +204,21 @@ class VRTSpike(nn.Module):
         """
         if self.config.fusion != "cross_attention":
             raise ModelConfigError(f"VRTSpike.encode_spikes: fusion={self.config.fusion!r} has no spike encoder")
-        return self._encode(self.spike_input(spikes))
+        vox = self.spike_input(spikes)
+        return self._encode(self._encoder_input(vox, self._centre_rates(spikes, vox.dtype)))
+
+    def _centre_rates(self, spikes: torch.Tensor | RawSpikes | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """Interval rates at each frame's exposure centre ``(B, T, M, Hs, Ws)``, one per ``m`` the encoder and
+        the base read (one pass over the bits; None when neither reads any)."""
+        ms = self._rate_ms
+        return exposure_rates(spikes, ms, torch.promote_types(dtype, torch.float32)) if ms else None
+
+    def _encoder_input(self, vox: torch.Tensor, rates: torch.Tensor | None) -> torch.Tensor:
+        """The K voxel bins, then ``spike_base_gain`` times the ``centre_rates`` rates (luminance)."""
+        n = self._encoder_rates
+        if not n:
+            return vox
+        return torch.cat([vox, (self.config.spike_base_gain * rates[:, :, :n]).to(vox.dtype)], dim=2)
 
     def _encode(self, vox: torch.Tensor) -> list[torch.Tensor]:
         if "encoder" in self.spike_checkpoint and torch.is_grad_enabled():
@@ -229,11 +252,14 @@ class VRTSpike(nn.Module):
             return self.vrt(rgb, flows)
         elif fusion == "early":
             vox = self._voxels(rgb, spikes)
+            rates = self._centre_rates(spikes, rgb.dtype)
             extra = early_spike_channels(vox, self.config.early_channels, tuple(rgb.shape[-2:]),
                                          self.config.spike_resize)
             out = self.vrt(torch.cat([rgb, extra.to(rgb.dtype)], dim=2), flows)  # B T 3+E H W
         elif fusion == "cross_attention":
-            feats = self._encode(self._voxels(rgb, spikes))
+            vox = self._voxels(rgb, spikes)
+            rates = self._centre_rates(spikes, rgb.dtype)
+            feats = self._encode(self._encoder_input(vox, rates))
 
             def fuse(stage: int, stage_out: torch.Tensor) -> torch.Tensor:
                 return self.cross_attn_fuse.fuse_scale(stage - 1, stage_out, feats[stage - 1])
@@ -243,4 +269,5 @@ class VRTSpike(nn.Module):
             raise ModelConfigError(f"VRTSpike: unknown fusion {fusion!r}")
         if self.config.spike_base == "none":
             return out
-        return out + self.spike_base(rgb, spikes).to(out.dtype)  # the spike luminance on all three channels
+        base = self.spike_base(rgb, spikes, None if rates is None else rates[:, :, self._encoder_rates:])
+        return out + base.to(out.dtype)  # the spike luminance on all three channels

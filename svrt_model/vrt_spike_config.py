@@ -53,9 +53,10 @@ with a learnable decay per bin (:class:`~svrt_model.spike.accumulator.SpikeAccum
 the same bits read as inter-spike-interval voxels (:func:`kernels.spike_intervals.spike_intervals`: the
 firing rate at each bin's centre from the ``interval_spikes`` spikes on each side, times the bin's length)."""
 
-SPIKE_BASES = ("none", "intervals")
+SPIKE_BASES = ("none", "intervals", "refined")
 """What the output's residual starts from besides the blurry frames: ``none`` (VRT's: the blurry frames) or
-``intervals`` (plus the spike luminance base, :class:`~svrt_model.spike.base.SpikeLumaBase`)."""
+``intervals`` (plus the spike luminance base, :class:`~svrt_model.spike.base.SpikeLumaBase`) or ``refined``
+(that base corrected by a small learned CNN at the spike size, :class:`~svrt_model.spike.base.LumaRefiner`)."""
 
 BIT_INPUTS = ("raw", "intervals")
 """The spike inputs that read packed bits (``data.spike_input=raw``) rather than stored voxels."""
@@ -71,7 +72,7 @@ SPIKE_ATTENTION_IMPLS = ("fused", "reference")
 """Per-pixel temporal attention: ``fused`` (one SDPA call per block over all pixels, or the compiled
 block) or ``reference`` (``nn.MultiheadAttention`` on pixel-major tokens, the original formulation)."""
 
-_TUPLE_FIELDS = ("channels_per_scale", "temporal_strides", "spatial_strides")
+_TUPLE_FIELDS = ("channels_per_scale", "temporal_strides", "spatial_strides", "centre_rates", "refine_rates")
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,17 @@ class VRTSpikeConfig:
             (:class:`~svrt_model.spike.base.SpikeLumaBase`) to the output; needs a bit input (``spike_input``
             ``"raw"`` or ``"intervals"``) and spikes (not ``rgb_only``).
         spike_base_gain: ``spike_base``: the luminance in [0, 1] of a pixel firing once per frame (the
-            integrate-and-fire threshold; 2.0 is ``svrt-data synth``'s default sensor).
+            integrate-and-fire threshold; 2.0 is ``svrt-data synth``'s default sensor); also the scale of
+            ``centre_rates``.
+        centre_rates: ``m`` values (each >= 1, distinct; empty: none): the spike encoder also reads, for each,
+            the luminance the spikes' intervals give at each frame's exposure centre (``spike_base_gain`` times
+            the rate from ``m`` spikes on each side, :func:`~svrt_model.spike.base.exposure_rates`), as extra
+            input channels after the K bins. Count bins lose the spike times inside a bin; these keep them
+            (exact-time estimates of the sharp frame, short ``m`` for moving edges, long ``m`` for flat
+            areas). Needs a bit input and ``fusion="cross_attention"``.
+        refine_channels: ``spike_base="refined"``: the width of its :class:`~svrt_model.spike.base.LumaRefiner`.
+        refine_rates: ``spike_base="refined"``: the ``m`` values (distinct, >= 1) whose interval luminance the
+            refiner reads (with the base's own ``interval_spikes`` and the blurry luma).
         chunk_tokens: None (every pixel at once) or the most pixel sequences (B x pixels) a temporal
             attention block processes at a time; bounds transient memory, never changes results.
         attention: one of :data:`SPIKE_ATTENTION_IMPLS` (initial value of ``VRTSpike.set_spike_attention``).
@@ -134,6 +145,9 @@ class VRTSpikeConfig:
     spike_resize: str = "bilinear"
     spike_base: str = "none"
     spike_base_gain: float = 2.0
+    centre_rates: tuple[int, ...] = ()
+    refine_channels: int = 48
+    refine_rates: tuple[int, ...] = (1, 2, 3, 4, 6)
 
     def __post_init__(self) -> None:
         if isinstance(self.vrt, Mapping):
@@ -221,6 +235,18 @@ def _validate(cfg: VRTSpikeConfig) -> None:
     if cfg.spike_base != "none" and cfg.fusion == "rgb_only":
         raise ModelConfigError(f"VRTSpikeConfig.spike_base={cfg.spike_base!r} needs spikes, but fusion='rgb_only' "
                                "ignores them; set spike_base='none' or another fusion")
+    if not _is_int(cfg.refine_channels) or cfg.refine_channels < 1:
+        raise ModelConfigError(f"VRTSpikeConfig.refine_channels={cfg.refine_channels!r}; expected an integer >= 1")
+    for name in ("centre_rates", "refine_rates"):
+        ms = getattr(cfg, name)
+        if any(m < 1 for m in ms) or len(set(ms)) != len(ms):
+            raise ModelConfigError(f"VRTSpikeConfig.{name}={list(ms)}; expected distinct integers >= 1 (spikes on "
+                                   "each side of the exposure centre), e.g. [1, 2, 3, 4, 6]")
+    if cfg.centre_rates and (cfg.spike_input not in BIT_INPUTS or cfg.fusion != "cross_attention"):
+        raise ModelConfigError(f"VRTSpikeConfig.centre_rates={list(cfg.centre_rates)} are spike-encoder channels read "
+                               f"from packed bits, but fusion={cfg.fusion!r}, spike_input={cfg.spike_input!r}; use "
+                               f"fusion='cross_attention' with spike_input in {BIT_INPUTS} (and data.spike_input="
+                               "raw), or centre_rates=[]")
     if not _is_int(cfg.spike_bins) or cfg.spike_bins < 1:
         raise ModelConfigError(f"VRTSpikeConfig.spike_bins={cfg.spike_bins!r}; expected an integer K >= 1")
     if cfg.vrt.in_chans != 3:

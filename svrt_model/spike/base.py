@@ -25,57 +25,106 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.spike_intervals import spike_intervals
+from kernels.spike_intervals import interval_rates
 from svrt_model.errors import ModelInputError
 from svrt_model.spike.inputs import RawSpikes
 
-__all__ = ["BT601_LUMA", "SpikeLumaBase"]
+__all__ = ["BT601_LUMA", "LumaRefiner", "SpikeLumaBase", "exposure_rates"]
 
 BT601_LUMA = (0.299, 0.587, 0.114)
 """Luma weights of R, G, B (the synthetic sensor's, ``svrt_data.synth.photos.LUMA``)."""
 
 
+class LumaRefiner(nn.Module):
+    """``spike_base="refined"``: a small per-frame CNN at the spike size that corrects the interval luminance
+    from the interval luminances of several ``m`` and the blurry luma, ``(N, inputs, Hs, Ws) -> (N, 1, Hs, Ws)``:
+    ``depth`` 3x3 convolutions of ``channels`` with ReLU between them. The last one starts at zero, so the
+    refined base starts as the plain one.
+
+    Why: one ``m`` trades the quantisation of short spans (bright pixels) against motion blur over long
+    ones (dark pixels); which is best varies per pixel. The choice is local and physical (timing to
+    intensity), so it transfers from training scenes to others, unlike what the backbone learns of their
+    colours and textures. Measured: ``benchmarks/RESULTS.md``, training quality, session 12.
+    """
+
+    def __init__(self, inputs: int, channels: int = 48, depth: int = 6) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers.append(nn.Conv2d(inputs if i == 0 else channels, 1 if i == depth - 1 else channels, 3, padding=1))
+            if i < depth - 1:
+                layers.append(nn.ReLU(inplace=True))
+        self.net = nn.Sequential(*layers)
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class SpikeLumaBase(nn.Module):
-    """``delta = up(gain * rate - down(luma(rgb)))`` per frame (module docstring).
+    """``delta = up(gain * rate - down(luma(rgb)))`` per frame (module docstring); with a
+    :class:`LumaRefiner`, ``gain * rate`` is corrected by it first.
 
     Args:
         gain: luminance (in [0, 1] units) of one spike per frame, > 0.
         spikes_each_side: ``m >= 1`` of the interval estimate.
+        refine_rates: 0 (no refiner) or M, the interval rates the refiner reads (the caller's ``rates``, the
+            base's own ``m`` last); it also reads the blurry luma.
+        refine_channels: the refiner's width.
     """
 
-    def __init__(self, gain: float, spikes_each_side: int = 2) -> None:
+    def __init__(self, gain: float, spikes_each_side: int = 2, refine_rates: int = 0, refine_channels: int = 48
+                 ) -> None:
         super().__init__()
         self.gain = float(gain)
         self.spikes_each_side = spikes_each_side
         self.register_buffer("luma", torch.tensor(BT601_LUMA, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
+        self.refiner = LumaRefiner(refine_rates + 1, refine_channels) if refine_rates else None
 
     def extra_repr(self) -> str:
         return f"gain={self.gain}, spikes_each_side={self.spikes_each_side}"
 
     def rate(self, spikes: RawSpikes, dtype: torch.dtype) -> torch.Tensor:
         """Firing rate (spikes per frame) at each frame's exposure centre: ``(B, T, 1, Hs, Ws)``."""
-        if not isinstance(spikes, RawSpikes):
-            raise ModelInputError(f"SpikeLumaBase: expected RawSpikes(bits, ranges), got {type(spikes).__name__}; "
-                                  "spike_base='intervals' reads packed bits (spike_input='raw' or 'intervals')")
-        ranges = spikes.ranges
-        exposure = torch.stack([ranges[:, :, 0, 0], ranges[:, :, -1, 1]], dim=-1)[:, :, None]  # B T 1 2
-        capturing = spikes.bits.is_cuda and torch.cuda.is_current_stream_capturing()  # no host sync in a capture
-        per_exposure = spike_intervals(spikes.bits, exposure, spikes_each_side=self.spikes_each_side,
-                                       width=spikes.width, dtype=dtype, validate=not capturing)
-        length = (exposure[..., 1] - exposure[..., 0]).clamp(min=1).to(dtype)  # B T 1
-        return per_exposure / length[..., None, None]
+        return exposure_rates(spikes, (self.spikes_each_side,), dtype)
 
-    def forward(self, rgb: torch.Tensor, spikes: RawSpikes) -> torch.Tensor:
+    def forward(self, rgb: torch.Tensor, spikes: RawSpikes, rates: torch.Tensor | None = None) -> torch.Tensor:
         """``rgb (B, T, 3, H, W)`` in [0, 1] and its :class:`RawSpikes` to ``delta (B, T, 1, H, W)``
-        (float32, float64 for float64 frames)."""
+        (float32, float64 for float64 frames). ``rates``: ``(B, T, M, Hs, Ws)`` interval rates at each
+        exposure centre with the base's ``m`` last (:func:`exposure_rates`), when the caller has them; a
+        refiner needs all M of them."""
         b, t, _, h, w = rgb.shape
         dtype = torch.promote_types(rgb.dtype, torch.float32)
-        rate = self.rate(spikes, dtype).flatten(0, 1)  # (B T) 1 Hs Ws
-        size = tuple(rate.shape[-2:])
+        if rates is None:
+            if self.refiner is not None:
+                raise ModelInputError("SpikeLumaBase: a refined base needs the caller's interval rates (rates=...)")
+            rates = self.rate(spikes, dtype)
+        rates = rates.to(dtype).flatten(0, 1)  # (B T) M Hs Ws
+        size = tuple(rates.shape[-2:])
         luma = (rgb.flatten(0, 1).to(dtype) * self.luma.to(dtype)).sum(1, keepdim=True)  # (B T) 1 H W
         if size != (h, w):
             luma = F.interpolate(luma, size=size, mode="area")
-        delta = self.gain * rate - luma
+        estimate = self.gain * rates[:, -1:]
+        if self.refiner is not None:
+            estimate = estimate + self.refiner(torch.cat([self.gain * rates, luma], dim=1)).to(dtype)
+        delta = estimate - luma
         if size != (h, w):
             delta = F.interpolate(delta, size=(h, w), mode="bicubic", align_corners=False)
         return delta.unflatten(0, (b, t))
+
+
+def exposure_rates(spikes: RawSpikes, spikes_each_side: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Firing rates (spikes per frame) at each frame's exposure centre (its first bin's start to its last bin's
+    end), one per ``m`` in ``spikes_each_side``, from one pass over the bits
+    (:func:`kernels.spike_intervals.interval_rates`): ``(B, T, M, Hs, Ws)`` in ``dtype``. The intervals may
+    reach into the clip's neighbouring exposures. One host synchronisation for the range check, except while
+    a CUDA graph is recorded."""
+    if not isinstance(spikes, RawSpikes):
+        raise ModelInputError(f"exposure_rates: expected RawSpikes(bits, ranges), got {type(spikes).__name__}; the "
+                              "interval rates read packed bits (spike_input='raw' or 'intervals')")
+    ranges = spikes.ranges
+    exposure = torch.stack([ranges[:, :, 0, 0], ranges[:, :, -1, 1]], dim=-1)[:, :, None]  # B T 1 2
+    capturing = spikes.bits.is_cuda and torch.cuda.is_current_stream_capturing()  # no host sync in a capture
+    return interval_rates(spikes.bits, exposure, tuple(spikes_each_side), width=spikes.width, dtype=dtype,
+                          validate=not capturing)[:, :, 0]

@@ -1,4 +1,5 @@
-"""spike_intervals (torch, vectorized) against svrt_data.reconstruct.interval_rate (NumPy, per centre)."""
+"""spike_intervals and interval_rates (torch, vectorized) against svrt_data.reconstruct.interval_rate (NumPy, per
+centre)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.spike_intervals import spike_intervals
+from kernels.spike_intervals import interval_rates, spike_intervals
 from svrt_data.reconstruct import interval_rate
 from svrt_errors import SvrtValueError
 
@@ -54,6 +55,22 @@ def test_matches_the_numpy_reference(device: str, seed: int, m: int) -> None:
                           spikes_each_side=m, width=case["width"])
     assert got.dtype == torch.float32 and got.shape == (2, 3, 4, 3, 13)
     np.testing.assert_allclose(got.cpu().double().numpy(), reference(case, m), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_several_m_in_one_pass_match_the_reference(device: str) -> None:
+    case = make_case(3)
+    ms = (4, 1, 2)
+    got = interval_rates(torch.from_numpy(case["bits"]).to(device), torch.from_numpy(case["ranges"]).to(device), ms,
+                         width=case["width"], dtype=torch.float64)
+    assert got.dtype == torch.float64 and got.shape == (2, 3, 4, 3, 3, 13)
+    length = (case["ranges"][..., 1] - case["ranges"][..., 0]).astype(np.float64)[..., None, None]
+    for i, m in enumerate(ms):  # the reference is a count over the bin: divided by its length, a rate
+        want = np.divide(reference(case, m), length, out=np.zeros_like(reference(case, m)), where=length > 0)
+        np.testing.assert_allclose(got[:, :, :, i].cpu().numpy(), want, rtol=1e-6, atol=1e-7)  # interval_rate: float32
+    assert not got[0, 0, 1].any()  # the empty bin
+    with pytest.raises(SvrtValueError, match=r"spikes_each_side must be an int >= 1 \(or a non-empty tuple"):
+        interval_rates(torch.from_numpy(case["bits"]), torch.from_numpy(case["ranges"]), (2, 0))
 
 
 def test_a_regular_pixel_gives_its_rate_times_the_bin_length() -> None:

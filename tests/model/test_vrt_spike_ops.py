@@ -1,6 +1,7 @@
 """VRTSpike with the model ops: raw spike input through the learnable accumulator end to end from the
 dataset (``spike_input="raw"``) and as interval voxels (``"intervals"``), the spike luminance base
-(``spike_base="intervals"``) against a NumPy reference, the spike encoder on
+(``spike_base="intervals"``) and the encoder's exposure-centre rate channels (``centre_rates``) against a NumPy
+reference, the spike encoder on
 ``fused_bias_act``, spike features resized by ``upfirdn2d``; each against the plain path."""
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _copy(model: VRTSpike, **changes) -> VRTSpike:
         warnings.simplefilter("ignore", UntrainedSpyNetWarning)
         other = VRTSpike(dataclasses.replace(model.config, **changes)).double()
     missing, unexpected = other.load_state_dict(model.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("spike_input.") for k in missing), missing
+    assert not unexpected and all(k.startswith(("spike_input.", "spike_base.refiner.")) for k in missing), missing
     other.vrt.spynet.weights_loaded = True
     return other.eval()
 
@@ -245,3 +246,96 @@ def test_spike_base_config_errors() -> None:
         micro_config(spike_base="intervals", spike_input="raw", spike_base_gain=0.0)
     with pytest.raises(ModelConfigError, match=r"spike_base='mean' is unknown; expected one of \('none', "):
         micro_config(spike_base="mean", spike_input="raw")
+
+
+def _centre_rate_reference(bits: torch.Tensor, ranges: torch.Tensor, m: int) -> np.ndarray:
+    """``(B, T, Hs, Ws)`` rates at each frame's exposure centre from ``interval_rate`` on the clip's frames."""
+    frames = unpack_bits(bits, bits.shape[-1] * 8).numpy()
+    b, t = ranges.shape[:2]
+    out = np.zeros((b, t) + frames.shape[-2:])
+    for i in range(b):
+        lo, hi = int(ranges[i, :, :, 0].min()), int(ranges[i, :, :, 1].max())
+        for j in range(t):
+            centre = (int(ranges[i, j, 0, 0]) + int(ranges[i, j, -1, 1]) - 1) // 2
+            out[i, j] = interval_rate(frames[i, lo:hi], centre - lo, m)
+    return out
+
+
+@pytest.mark.parametrize("spike_base", ["none", "intervals"])
+def test_centre_rates_follow_the_bins_into_the_encoder(batches, spike_base: str) -> None:
+    _, raw = batches
+    model = build(micro_config(frames=2, spike_bins=BINS, spike_input="raw", spike_base=spike_base,
+                               spike_base_gain=1.5, centre_rates=(3, 1))).eval()
+    assert model.spike_encoder.in_proj.in_channels == BINS + 2
+    bits = SpikeTransform(spike_input="raw", bins=BINS, raw_output="bits")(raw)
+    spikes = RawSpikes.from_batch(bits)
+    rgb, flows = _rgb_and_flows(raw)
+    seen = []
+    hook = model.spike_encoder.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    with torch.no_grad():
+        out = model(rgb, spikes, flows)
+        feats = model.encode_spikes(spikes)
+    hook.remove()
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1]) and len(feats) == 4
+    vox = seen[0]  # B T K+2 Hs Ws, as the encoder takes it
+    torch.testing.assert_close(vox[:, :, :BINS], model.spike_input(spikes), rtol=0, atol=0)
+    for i, m in enumerate((3, 1)):
+        want = 1.5 * _centre_rate_reference(bits["spike_bits"], bits["spike_bin_ranges"], m)
+        assert np.ptp(want) > 0.1  # the rates vary: the test can tell channels apart
+        np.testing.assert_allclose(vox[:, :, BINS + i].numpy(), want, rtol=0, atol=1e-6)  # interval_rate is float32
+    if spike_base == "intervals":  # the base shares the one pass over the bits and equals its own computation
+        plain = _copy(model, spike_base="none")
+        with torch.no_grad():
+            delta = out - plain(rgb, spikes, flows)
+        want = _luma_base_reference(rgb, bits["spike_bits"], bits["spike_bin_ranges"], 1.5, 2)
+        torch.testing.assert_close(delta, want.expand_as(delta), rtol=0, atol=1e-6)
+
+
+def test_refined_base_starts_as_the_plain_one_and_adds_its_refiner(batches) -> None:
+    _, raw = batches
+    plain = build(micro_config(frames=2, spike_bins=BINS, spike_input="raw", spike_base="intervals",
+                               spike_base_gain=1.5, centre_rates=(3, 1))).eval()
+    refined = _copy(plain, spike_base="refined", refine_channels=8, refine_rates=(4, 1))
+    refiner = refined.spike_base.refiner
+    assert refiner.net[0].in_channels == 4  # m = 4, 1, the base's 2 and the blurry luma
+    assert refined._rate_ms == (3, 1, 4, 1, 2)  # the encoder's, then the refiner's and the base's
+    bits = SpikeTransform(spike_input="raw", bins=BINS, raw_output="bits")(raw)
+    spikes = RawSpikes.from_batch(bits)
+    rgb, flows = _rgb_and_flows(raw)
+    with torch.no_grad():
+        assert torch.equal(refined(rgb, spikes, flows), plain(rgb, spikes, flows))  # the last conv starts at zero
+        for conv in refiner.net[::2]:
+            conv.weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(conv.in_channels))
+            conv.bias.normal_(0, 0.1, generator=torch.Generator().manual_seed(conv.out_channels))
+        delta = refined(rgb, spikes, flows) - plain(rgb, spikes, flows)
+        # the reference: the refiner's layers by hand on the rates of svrt_data's interval_rate
+        b, t, _, h, w = rgb.shape
+        rates = np.stack([_centre_rate_reference(bits["spike_bits"], bits["spike_bin_ranges"], m)
+                          for m in (4, 1, 2)], 2)
+        luma = (rgb * torch.tensor(BT601_LUMA, dtype=torch.float64).view(3, 1, 1)).sum(2).flatten(0, 1)[:, None]
+        luma = F.avg_pool2d(luma, (h // rates.shape[-2], w // rates.shape[-1]))
+        x = torch.cat([1.5 * torch.from_numpy(rates).flatten(0, 1), luma], 1)
+        for i, conv in enumerate(refiner.net[::2]):
+            x = F.conv2d(x, conv.weight, conv.bias, padding=1)
+            x = x.relu() if i < len(refiner.net) // 2 else x
+        want = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False).unflatten(0, (b, t))
+    assert want.abs().amax() > 0.01
+    torch.testing.assert_close(delta, want.expand_as(delta), rtol=0, atol=2e-5)  # interval_rate is float32
+    with pytest.raises(ModelConfigError, match=r"refine_channels=0; expected an integer >= 1"):
+        micro_config(spike_input="raw", spike_base="refined", refine_channels=0)
+    with pytest.raises(ModelConfigError, match=r"spike_base='refined' reads packed spike bits"):
+        micro_config(spike_base="refined")
+
+
+def test_centre_rates_config_errors() -> None:
+    with pytest.raises(ModelConfigError, match=r"centre_rates=\[2, 2\]; expected distinct integers >= 1"):
+        micro_config(spike_input="raw", centre_rates=(2, 2))
+    with pytest.raises(ModelConfigError, match=r"centre_rates=\[0\]; expected distinct integers >= 1"):
+        micro_config(spike_input="raw", centre_rates=(0,))
+    with pytest.raises(ModelConfigError, match=r"centre_rates=\[2\] are spike-encoder channels read from packed "
+                                               r"bits, but fusion='cross_attention', spike_input='voxels'"):
+        micro_config(centre_rates=(2,))
+    with pytest.raises(ModelConfigError, match=r"fusion='early', spike_input='raw'"):
+        micro_config(spike_input="raw", fusion="early", centre_rates=(2,))
+    with pytest.raises(ModelConfigError, match=r"centre_rates: expected integers only"):
+        micro_config(spike_input="raw", centre_rates=(2.5,))
