@@ -17,7 +17,8 @@ size) to the RGB input of a VRT with ``3 + early_channels`` input channels (SpyN
 residual use RGB only); ``fusion="rgb_only"`` is the plain backbone. With ``spike_base="intervals"`` the
 output also adds the spike luminance base (:class:`~svrt_model.spike.base.SpikeLumaBase`: the blurry
 luminance replaced by the one the spikes' intervals read at each frame's centre), so the learned residual
-starts from that estimate instead of from the blurry frames.
+starts from that estimate instead of from the blurry frames; ``spike_base="refined"`` corrects that reading by a
+small learned CNN first, and ``centre_rates`` feeds such readings to the spike encoder as extra channels.
 
 Parameter names are the original implementation's (``vrt.*``, ``spike_encoder.*``,
 ``spike_temporal_sa.blocks.i.*``, ``cross_attn_fuse.fuse_blocks.i.*``), so its checkpoints load with
@@ -205,9 +206,9 @@ class VRTSpike(nn.Module):
         if self.config.fusion != "cross_attention":
             raise ModelConfigError(f"VRTSpike.encode_spikes: fusion={self.config.fusion!r} has no spike encoder")
         vox = self.spike_input(spikes)
-        return self._encode(self._encoder_input(vox, self._centre_rates(spikes, vox.dtype)))
+        return self._encode(self._encoder_input(vox, self._interval_rates(spikes, vox.dtype)))
 
-    def _centre_rates(self, spikes: torch.Tensor | RawSpikes | None, dtype: torch.dtype) -> torch.Tensor | None:
+    def _interval_rates(self, spikes: torch.Tensor | RawSpikes | None, dtype: torch.dtype) -> torch.Tensor | None:
         """Interval rates at each frame's exposure centre ``(B, T, M, Hs, Ws)``, one per ``m`` the encoder and
         the base read (one pass over the bits; None when neither reads any)."""
         ms = self._rate_ms
@@ -252,13 +253,13 @@ class VRTSpike(nn.Module):
             return self.vrt(rgb, flows)
         elif fusion == "early":
             vox = self._voxels(rgb, spikes)
-            rates = self._centre_rates(spikes, rgb.dtype)
+            rates = self._interval_rates(spikes, rgb.dtype)
             extra = early_spike_channels(vox, self.config.early_channels, tuple(rgb.shape[-2:]),
                                          self.config.spike_resize)
             out = self.vrt(torch.cat([rgb, extra.to(rgb.dtype)], dim=2), flows)  # B T 3+E H W
         elif fusion == "cross_attention":
             vox = self._voxels(rgb, spikes)
-            rates = self._centre_rates(spikes, rgb.dtype)
+            rates = self._interval_rates(spikes, rgb.dtype)
             feats = self._encode(self._encoder_input(vox, rates))
 
             def fuse(stage: int, stage_out: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,10 @@ spike file; here the intervals may reach into the clip's neighbouring exposures.
 
 No parameters and no gradient (the inputs are the blurry frames and bits). One host synchronisation for the
 range check, except while a CUDA graph is recorded.
+
+``spike_base="refined"`` corrects ``gain * rate_t`` first by a :class:`LumaRefiner`, a small CNN at the spike
+size that reads the interval luminance for several ``m`` and ``down(Y_t)`` (trained with the model; it starts
+at zero, so the refined base starts as the plain one).
 """
 
 from __future__ import annotations
@@ -69,18 +73,18 @@ class SpikeLumaBase(nn.Module):
     Args:
         gain: luminance (in [0, 1] units) of one spike per frame, > 0.
         spikes_each_side: ``m >= 1`` of the interval estimate.
-        refine_rates: 0 (no refiner) or M, the interval rates the refiner reads (the caller's ``rates``, the
-            base's own ``m`` last); it also reads the blurry luma.
+        rate_inputs: 0 (no refiner) or M, how many interval rates the refiner reads (the caller's ``rates``,
+            the base's own ``m`` last); it also reads the blurry luma.
         refine_channels: the refiner's width.
     """
 
-    def __init__(self, gain: float, spikes_each_side: int = 2, refine_rates: int = 0, refine_channels: int = 48
+    def __init__(self, gain: float, spikes_each_side: int = 2, rate_inputs: int = 0, refine_channels: int = 48
                  ) -> None:
         super().__init__()
         self.gain = float(gain)
         self.spikes_each_side = spikes_each_side
         self.register_buffer("luma", torch.tensor(BT601_LUMA, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
-        self.refiner = LumaRefiner(refine_rates + 1, refine_channels) if refine_rates else None
+        self.refiner = LumaRefiner(rate_inputs + 1, refine_channels) if rate_inputs else None
 
     def extra_repr(self) -> str:
         return f"gain={self.gain}, spikes_each_side={self.spikes_each_side}"

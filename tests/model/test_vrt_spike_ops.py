@@ -321,6 +321,10 @@ def test_refined_base_starts_as_the_plain_one_and_adds_its_refiner(batches) -> N
         want = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False).unflatten(0, (b, t))
     assert want.abs().amax() > 0.01
     torch.testing.assert_close(delta, want.expand_as(delta), rtol=0, atol=2e-5)  # interval_rate is float32
+    with pytest.raises(ModelInputError, match=r"a refined base needs the caller's interval rates"):
+        refined.spike_base(rgb, spikes)
+    with pytest.raises(ModelConfigError, match=r"refine_rates=\[3, 3\]; expected distinct integers >= 1"):
+        micro_config(spike_input="raw", spike_base="refined", refine_rates=(3, 3))
     with pytest.raises(ModelConfigError, match=r"refine_channels=0; expected an integer >= 1"):
         micro_config(spike_input="raw", spike_base="refined", refine_channels=0)
     with pytest.raises(ModelConfigError, match=r"spike_base='refined' reads packed spike bits"):
