@@ -269,6 +269,30 @@ def test_dask_worker_killed_mid_run_loses_nothing(tmp_path):
     assert verify_store(out).ok
 
 
+def test_a_split_group_made_by_another_worker_meanwhile_is_opened(raw, store, tmp_path, monkeypatch):
+    """The race behind a failure of the test above: two Dask workers found ``train`` missing and both created
+    it; the loser's ``require_group`` raised ContainsGroupError. Replayed here deterministically: the first
+    ``require_group`` of a split creates it through another handle and then fails as the loser's did."""
+    import zarr
+    from zarr.errors import ContainsGroupError
+
+    original = zarr.Group.require_group
+    raced = []
+
+    def lose_the_race(self, name, **kwargs):
+        if name == "train" and not raced:
+            raced.append(name)
+            original(zarr.open_group(self.store_path.store.root, mode="r+"), name)  # the winner
+            raise ContainsGroupError(f"A group exists in store at path {name!r}.")
+        return original(self, name, **kwargs)
+
+    monkeypatch.setattr(zarr.Group, "require_group", lose_the_race)
+    out = tmp_path / "raced.zarr"
+    voxelize_dataset(raw, raw / "align.csv", out, bins=8, backend="numpy", progress=False)
+    assert raced == ["train"]
+    assert_same_store(store, out)
+
+
 @pytest.mark.needs_cuda
 @pytest.mark.parametrize("scheduler", ["none", "local"])
 def test_cupy_backend_store_equals_cpu_store(raw, store, tmp_path, scheduler):

@@ -234,7 +234,6 @@ def write_sequence(
 
     ``progress(n)`` is called with the number of frames finished after each block.
     """
-    import zarr
 
     store = Path(store)
     final = sequence_dir(store, source.split, source.sequence)  # names checked before any file system call
@@ -246,7 +245,7 @@ def write_sequence(
     if parent_dir != store.resolve():
         if parent_dir.exists() and not parent_dir.is_dir():
             raise StoreError(f"{parent_dir} is a file where the store needs the folder of split {source.split!r}")
-        zarr.open_group(str(store), mode="r+").require_group(source.split)
+        _require_split_group(store, source.split)
     tmp = owned.temp_path(final)
     if tmp.exists() or tmp.is_symlink():
         owned.remove_temp(tmp)  # an earlier attempt at this sequence that never finished
@@ -255,6 +254,20 @@ def write_sequence(
     except Exception:
         owned.remove_temp(tmp)  # our own unfinished build; the sequence at `final` is untouched
         raise
+
+
+def _require_split_group(store: Path, split: str) -> None:
+    """Open or create the group of ``split``. Workers writing sequences of one split at the same time may
+    all find it missing; zarr's ``require_group`` then fails in every one but the first with
+    ``ContainsGroupError``, and those open the group the first one made."""
+    import zarr
+    from zarr.errors import ContainsGroupError
+
+    root = zarr.open_group(str(store), mode="r+")
+    try:
+        root.require_group(split)
+    except ContainsGroupError:
+        root.require_group(split)  # made by another worker since the check: now it opens
 
 
 def _build(source: SequenceSource, voxel: VoxelSettings, arrays: dict[str, L.ArrayLayout], tmp: Path, final: Path,
