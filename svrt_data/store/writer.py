@@ -234,7 +234,6 @@ def write_sequence(
 
     ``progress(n)`` is called with the number of frames finished after each block.
     """
-
     store = Path(store)
     final = sequence_dir(store, source.split, source.sequence)  # names checked before any file system call
     arrays = source_arrays(source, voxel)  # the layout next: before anything is deleted or written

@@ -1,7 +1,7 @@
 """``train.cuda_graph`` on the GPU: steps replayed from a CUDA graph train as eager steps do (the same
 kernels; the deformable convolution's atomics make both reproducible only to rounding), the frozen
 warm-up's end makes one new capture, and the raw-bits input paths (accumulated, intervals, the spike
-luminance base) replay too."""
+luminance base, the refined base with encoder rate channels) replay too."""
 
 from __future__ import annotations
 
