@@ -92,13 +92,12 @@ def interval_rates(bits: torch.Tensor, ranges: torch.Tensor, spikes_each_side: t
     before = counts.gather(-1, centre[:, None, None, :].expand(B, H, W, T * K))  # spikes in [lo, c]
     mean = total.to(dtype) / (hi - lo).clamp(min=1).to(dtype).view(B, 1, 1, 1)
     empty = (r1 == r0).flatten(1)[:, None, None, :]  # B 1 1 TK
-    rates = []
-    for m in ms:
+    rates = {}
+    for m in dict.fromkeys(ms):  # an m asked for twice is computed once
         # the n-th spike of a pixel is at the first frame whose running count reaches n
         t_before = torch.searchsorted(counts, before - (m - 1))
         t_after = torch.searchsorted(counts, before + m)
         found = (before >= m) & (before + m <= total)
         span = torch.where(found, t_after - t_before, 1).to(dtype)
-        rate = torch.where(found, (2 * m - 1) / span, mean)  # B H W TK
-        rates.append(rate.masked_fill(empty, 0))
-    return torch.stack(rates, -1).unflatten(-2, (T, K)).permute(0, 3, 4, 5, 1, 2).contiguous()
+        rates[m] = torch.where(found, (2 * m - 1) / span, mean).masked_fill(empty, 0)  # B H W TK
+    return torch.stack([rates[m] for m in ms], -1).unflatten(-2, (T, K)).permute(0, 3, 4, 5, 1, 2).contiguous()

@@ -68,7 +68,8 @@ class VRTSpike(nn.Module):
                                                  init_gamma=config.raw_init_gamma,
                                                  interval_spikes=config.interval_spikes)
         # the interval rates the model reads: the encoder's centre_rates, then the base's (the refiner's
-        # refine_rates, the base's own m last); contiguous slices, so no index tensor is made in a CUDA graph
+        # refine_rates, the base's own m last); contiguous slices, so no index tensor is made in a CUDA graph, and
+        # an m listed twice is computed once (interval_rates)
         base_ms = ((config.refine_rates if config.spike_base == "refined" else ())
                    + ((config.interval_spikes,) if config.spike_base != "none" else ()))
         self._rate_ms = config.centre_rates + base_ms

@@ -6,21 +6,21 @@ For clip frame ``t`` with exposure ``[r0, r1)`` (its first bin's start to its la
     delta_t = up(gain * rate_t - down(Y_t))
 
 ``rate_t`` is the firing rate at the exposure's centre from the ``spikes_each_side`` spikes before and after
-it (:func:`kernels.spike_intervals.spike_intervals` on one bin spanning the exposure), ``gain`` the luminance
-of a pixel firing once per frame (the integrate-and-fire threshold: ``svrt_data.synth``'s sensor fires at
-``I / threshold`` per frame), ``Y_t`` the blurry frame's BT.601 luma, ``down`` area averaging to the spike
-size and ``up`` bicubic resizing back (``align_corners=False``; nothing when the sizes agree). The model adds
+it (:func:`exposure_rates`: :func:`kernels.spike_intervals.interval_rates` on one bin spanning the exposure),
+``gain`` the luminance of a pixel firing once per frame (the integrate-and-fire threshold: ``svrt_data.synth``'s
+sensor fires at ``I / threshold`` per frame), ``Y_t`` the blurry frame's BT.601 luma, ``down`` area averaging to
+the spike size and ``up`` bicubic resizing back (``align_corners=False``; nothing when the sizes agree). The model adds
 ``delta_t`` to all three channels of its output, so a backbone started as the identity (``train.init=
 identity``) returns the blurry frames with the spikes' luminance, and the network learns what that reading
 misses. ``train_quality``'s reference point ``intervals_2`` is the same estimate read from each frame's own
 spike file; here the intervals may reach into the clip's neighbouring exposures.
 
-No parameters and no gradient (the inputs are the blurry frames and bits). One host synchronisation for the
-range check, except while a CUDA graph is recorded.
+The plain base has no parameters and passes no gradient to the model's other parts (its inputs are the blurry
+frames and bits). One host synchronisation for the range check, except while a CUDA graph is recorded.
 
 ``spike_base="refined"`` corrects ``gain * rate_t`` first by a :class:`LumaRefiner`, a small CNN at the spike
-size that reads the interval luminance for several ``m`` and ``down(Y_t)`` (trained with the model; it starts
-at zero, so the refined base starts as the plain one).
+size that reads the interval luminance for several ``m`` and ``down(Y_t)``: its parameters train with the model;
+it starts at zero, so the refined base starts as the plain one.
 """
 
 from __future__ import annotations

@@ -198,22 +198,28 @@ def test_cuda_raw_input_and_fused_encoder(batches) -> None:
                                    rtol=1e-4, atol=1e-4)
 
 
+def _centre_rate_reference(bits: torch.Tensor, ranges: torch.Tensor, m: int) -> np.ndarray:
+    """``(B, T, Hs, Ws)`` rates at each frame's exposure centre from ``interval_rate`` on the clip's frames."""
+    frames = unpack_bits(bits, bits.shape[-1] * 8).numpy()
+    b, t = ranges.shape[:2]
+    out = np.zeros((b, t) + frames.shape[-2:])
+    for i in range(b):
+        lo, hi = int(ranges[i, :, :, 0].min()), int(ranges[i, :, :, 1].max())
+        for j in range(t):
+            centre = (int(ranges[i, j, 0, 0]) + int(ranges[i, j, -1, 1]) - 1) // 2
+            out[i, j] = interval_rate(frames[i, lo:hi], centre - lo, m)
+    return out
+
+
 def _luma_base_reference(rgb: torch.Tensor, bits: torch.Tensor, ranges: torch.Tensor, gain: float, m: int
                          ) -> torch.Tensor:
     """``up(gain * rate - down(luma))`` per frame, the rate from ``svrt_data.reconstruct.interval_rate`` on
     the clip's frames and the down-sampling as 2x2 block means (NumPy), the way back bicubic."""
     b, t, _, h, w = rgb.shape
-    frames = unpack_bits(bits, bits.shape[-1] * 8).numpy()
+    rate = _centre_rate_reference(bits, ranges, m)
     luma = np.einsum("btchw,c->bthw", rgb.numpy(), np.array([0.299, 0.587, 0.114]))
-    hs, ws = frames.shape[-2:]
-    down = luma.reshape(b, t, hs, h // hs, ws, w // ws).mean((3, 5))
-    delta = np.zeros((b, t, hs, ws))
-    for i in range(b):
-        lo, hi = int(ranges[i, :, :, 0].min()), int(ranges[i, :, :, 1].max())
-        for j in range(t):
-            centre = (int(ranges[i, j, 0, 0]) + int(ranges[i, j, -1, 1]) - 1) // 2
-            rate = interval_rate(frames[i, lo:hi], centre - lo, m)
-            delta[i, j] = gain * rate - down[i, j]
+    hs, ws = rate.shape[-2:]
+    delta = gain * rate - luma.reshape(b, t, hs, h // hs, ws, w // ws).mean((3, 5))
     up = F.interpolate(torch.from_numpy(delta).flatten(0, 1)[:, None], size=(h, w), mode="bicubic",
                        align_corners=False)
     return up.unflatten(0, (b, t))
@@ -246,19 +252,6 @@ def test_spike_base_config_errors() -> None:
         micro_config(spike_base="intervals", spike_input="raw", spike_base_gain=0.0)
     with pytest.raises(ModelConfigError, match=r"spike_base='mean' is unknown; expected one of \('none', "):
         micro_config(spike_base="mean", spike_input="raw")
-
-
-def _centre_rate_reference(bits: torch.Tensor, ranges: torch.Tensor, m: int) -> np.ndarray:
-    """``(B, T, Hs, Ws)`` rates at each frame's exposure centre from ``interval_rate`` on the clip's frames."""
-    frames = unpack_bits(bits, bits.shape[-1] * 8).numpy()
-    b, t = ranges.shape[:2]
-    out = np.zeros((b, t) + frames.shape[-2:])
-    for i in range(b):
-        lo, hi = int(ranges[i, :, :, 0].min()), int(ranges[i, :, :, 1].max())
-        for j in range(t):
-            centre = (int(ranges[i, j, 0, 0]) + int(ranges[i, j, -1, 1]) - 1) // 2
-            out[i, j] = interval_rate(frames[i, lo:hi], centre - lo, m)
-    return out
 
 
 @pytest.mark.parametrize("spike_base", ["none", "intervals"])
