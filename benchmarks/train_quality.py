@@ -93,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="model.spike_base of the spike variants (needs --spike-input raw or intervals): the output "
                         "adds the spikes' interval luminance (gain: the synthetic sensor's threshold, 2.0); refined: "
                         "corrected by a small learned CNN (model.refine_rates)")
+    p.add_argument("--refine-bins", action="store_true",
+                   help="model.refine_bins (--spike-base refined): the refiner also reads the interval luminance at "
+                        "each of the K bins' centres, the readings across the exposure")
     p.add_argument("--centre-rates", default="", metavar="M,M,...",
                    help="model.centre_rates of the cross-attention variant (needs --spike-input raw or intervals): the "
                         "encoder also reads the interval luminance at each exposure centre for each m, e.g. 1,2,3,4,6")
@@ -116,6 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--curve-every", type=int, default=0,
                    help="also score the test split every N steps during training (a learning curve in the JSON and "
                         "the run's log; the table still scores the last weights)")
+    p.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4, 8),
+                   help="also score the last weights with the test-time self-ensemble over this many flips / "
+                        "transpositions (svrt-model eval --ensemble; its own columns, the plain score stays)")
     p.add_argument("--row-json", type=Path, default=None, help=argparse.SUPPRESS)  # a --jobs child's result
     return p.parse_args(argv)
 
@@ -257,6 +263,7 @@ def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
         *([f"model.interval_spikes={args.interval_spikes}"]
           if "intervals" in (args.spike_input, args.spike_base) else []),
         *([f"model.spike_base={args.spike_base}"] if fusion != "rgb_only" else []),  # rgb_only has no spikes
+        *(["model.refine_bins=true"] if args.refine_bins and fusion != "rgb_only" else []),
         *([f"model.centre_rates=[{args.centre_rates}]"] if args.centre_rates and fusion == "cross_attention" else []),
         f"log.every={max(args.steps // 30, 1)}", "log.image_every=0",
         *(["log.val_split=test", f"log.val_store={args.out.resolve() / 'data' / 'test.zarr'}",
@@ -267,7 +274,7 @@ def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
 
 
 def run_variant(args: argparse.Namespace, fusion: str, train_store: Path, test_store: Path) -> dict:
-    from svrt_model.restore import evaluate_split
+    from svrt_model.restore import SelfEnsemble, evaluate_split
     from svrt_model.train import build_transform, load_model, load_run_config, train
     from svrt_model.train.loop import validation_tile
 
@@ -282,15 +289,19 @@ def run_variant(args: argparse.Namespace, fusion: str, train_store: Path, test_s
     device = "cuda" if args.device != "cpu" and _cuda() else "cpu"
     model, run_cfg = load_model(result.last, map_location=device)
     precision = args.precision if device == "cuda" else "fp32"
-    report = evaluate_split(model, test_store, "test", tile=validation_tile(run_cfg),
-                            transform=build_transform(run_cfg), device=device, precision=precision)
-    overall = report.to_json()["overall"]
+    score = dict(tile=validation_tile(run_cfg), transform=build_transform(run_cfg), device=device,
+                 precision=precision)
+    overall = evaluate_split(model, test_store, "test", **score).to_json()["overall"]
+    if args.ensemble > 1:
+        ens = evaluate_split(SelfEnsemble(model, args.ensemble), test_store, "test", **score).to_json()["overall"]
+        overall.update(psnr_ensemble=ens["psnr_output"], ssim_ensemble=ens["ssim_output"])
     row = {"fusion": fusion, **{k: float(v) for k, v in overall.items()},
            "clips_per_s": statistics.median(r["clips_per_s"] for r in train_lines),
            "data_wait": statistics.median(r["data_wait"] for r in train_lines), "train_s": wall,
            "final_loss": result.loss, "curve": curve}
-    print(f"{fusion}: PSNR {row['psnr_input']:.2f} -> {row['psnr_output']:.2f} dB, {row['clips_per_s']:.1f} clips/s, "
-          f"data wait {100 * row['data_wait']:.1f}%, {wall:.0f} s", flush=True)
+    ens = f" (x{args.ensemble} self-ensemble {row['psnr_ensemble']:.2f})" if args.ensemble > 1 else ""
+    print(f"{fusion}: PSNR {row['psnr_input']:.2f} -> {row['psnr_output']:.2f} dB{ens}, "
+          f"{row['clips_per_s']:.1f} clips/s, data wait {100 * row['data_wait']:.1f}%, {wall:.0f} s", flush=True)
     return row
 
 
@@ -344,18 +355,24 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
                                   f"interval voxels ({args.interval_spikes} spikes each side)")
     if args.spike_base != "none":
         spikes += f", output plus the spikes' interval luminance ({args.interval_spikes} spikes each side" + (
-            ", refined by a learned CNN)" if args.spike_base == "refined" else ")")
+            ", refined by a learned CNN" + (" that also reads the readings at the K bins' centres)" if args.refine_bins
+                                             else ")") if args.spike_base == "refined" else ")")
     if args.centre_rates:
         spikes += f", encoder also reads the centre interval luminance for m = {args.centre_rates}"
+    ens = args.ensemble > 1
+    if ens:
+        head += f" PSNR out x{args.ensemble} | SSIM out x{args.ensemble} | gain x{args.ensemble} over blurry (dB) |"
     out = [f"train_quality: {args.steps} steps, batch {args.batch}, T={args.clip_len}, crop {args.crop}, "
            f"{args.dims} channels, {spikes}, {args.precision}; test photos {', '.join(TEST_PHOTOS)} "
            f"(unseen in training){shared}",
-           "", head, "| --- " * 9 + "|"]
+           "", head, "| --- " * (12 if ens else 9) + "|"]
     for r in rows:
         over_rgb = f"{r['psnr_output'] - base['psnr_output']:+.2f}" if base is not None else "-"
         out.append(f"| {r['fusion']} | {r['psnr_input']:.2f} | {r['psnr_output']:.2f} | {r['ssim_input']:.4f} | "
                    f"{r['ssim_output']:.4f} | {r['psnr_output'] - r['psnr_input']:+.2f} | {over_rgb} | "
-                   f"{r['clips_per_s']:.1f} | {100 * r['data_wait']:.1f}% |")
+                   f"{r['clips_per_s']:.1f} | {100 * r['data_wait']:.1f}% |"
+                   + (f" {r['psnr_ensemble']:.2f} | {r['ssim_ensemble']:.4f} | "
+                      f"{r['psnr_ensemble'] - r['psnr_input']:+.2f} |" if ens else ""))
     return "\n".join(out)
 
 
@@ -387,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     cross = next((r for r in rows if r["fusion"] == "cross_attention"), None)
     if cross is not None:
         gain = cross["psnr_output"] - cross["psnr_input"]
+        if args.ensemble > 1:
+            gain_ens = cross["psnr_ensemble"] - cross["psnr_input"]
+            print(f"with the x{args.ensemble} self-ensemble: {gain_ens:+.2f} dB over blurry", flush=True)
         print(f"target: cross_attention gain {gain:+.2f} dB over blurry (>= +6)"
               + (f", {cross['psnr_output'] - rows[[r['fusion'] for r in rows].index('rgb_only')]['psnr_output']:+.2f}"
                  " dB over rgb_only (>= +1)" if any(r["fusion"] == "rgb_only" for r in rows) else ""), flush=True)

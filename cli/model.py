@@ -125,6 +125,8 @@ _TILE_HELP = ("Test-time tiling: 'default' (VRT's protocol: clips of 18 frames o
               "overlapping by 20), 'clip' (whole frames in clips of the checkpoint's training length, overlapping by "
               "one: as validation scores it), 'none' (whole sequences and frames: needs the memory), or TxHxW (0 "
               "leaves an axis untiled).")
+_ENSEMBLE_HELP = ("Test-time self-ensemble: average the outputs over this many flips / transpositions of the input "
+                  "(1: the model alone; 8: all eight, each a forward).")
 _EMA_HELP = "Use the EMA weights (--ema) or the trained ones (--no-ema); default: EMA when the run kept them."
 
 
@@ -141,17 +143,20 @@ _EMA_HELP = "Use the EMA weights (--ema) or the trained ones (--no-ema); default
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Patches per forward.")
 @click.option("--sequences", default=None, metavar="A,B", help="Only these sequences of the split.")
 @click.option("--ema/--no-ema", default=None, help=_EMA_HELP)
+@click.option("--ensemble", type=click.Choice(("1", "2", "4", "8")), default="1", show_default=True,
+              help=_ENSEMBLE_HELP)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
 @library_errors
 def eval_(checkpoint: str, store: str, split: str, json_path: str | None, csv_path: str | None, tile_text: str,
           device: str | None, precision: str, batch: int, sequences: str | None, ema: bool | None,
-          workers: int) -> None:
+          ensemble: str, workers: int) -> None:
     """PSNR and SSIM of the blurry input and of CKPT's output against the sharp frames, per sequence and over
     all frames (RGB, 0-255, SSIM 11x11 Gaussian sigma 1.5), printed as a table and written as JSON / CSV."""
     from svrt_model.inference import evaluate_checkpoint
 
     report = evaluate_checkpoint(checkpoint, store, split, tile=_tile(tile_text), device=device, precision=precision,
-                                 batch_size=batch, sequences=_names(sequences), use_ema=ema, num_workers=workers)
+                                 batch_size=batch, sequences=_names(sequences), use_ema=ema, ensemble=int(ensemble),
+                                 num_workers=workers)
     click.echo(report.table())
     if json_path:
         report.write_json(json_path)
@@ -175,6 +180,8 @@ def eval_(checkpoint: str, store: str, split: str, json_path: str | None, csv_pa
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Patches per forward.")
 @click.option("--sequences", default=None, metavar="A,B", help="Only these sequences.")
 @click.option("--ema/--no-ema", default=None, help=_EMA_HELP)
+@click.option("--ensemble", type=click.Choice(("1", "2", "4", "8")), default="1", show_default=True,
+              help=_ENSEMBLE_HELP)
 @click.option("--voxel-mode", type=click.Choice(("count", "linear")), default="count", show_default=True,
               help="--raw: the voxel mode of the store the model was trained on.")
 @click.option("--overwrite", is_flag=True, help="Replace DIR/<sequence> folders that an earlier infer wrote.")
@@ -182,13 +189,14 @@ def eval_(checkpoint: str, store: str, split: str, json_path: str | None, csv_pa
 @library_errors
 def infer(checkpoint: str, store: str | None, split: str | None, raw: str | None, align: str | None, out: str,
           tile_text: str, device: str | None, precision: str, batch: int, sequences: str | None, ema: bool | None,
-          voxel_mode: str, overwrite: bool, workers: int) -> None:
+          ensemble: str, voxel_mode: str, overwrite: bool, workers: int) -> None:
     """Deblur every sequence of a store's split or of a raw dataset with CKPT into PNG frames."""
     from svrt_model.inference import infer_checkpoint
 
     folders = infer_checkpoint(checkpoint, out, store=store, split=split, raw=raw, align=align, tile=_tile(tile_text),
                                device=device, precision=precision, batch_size=batch, sequences=_names(sequences),
-                               use_ema=ema, voxel_mode=voxel_mode, overwrite=overwrite, num_workers=workers)
+                               use_ema=ema, ensemble=int(ensemble), voxel_mode=voxel_mode, overwrite=overwrite,
+                               num_workers=workers)
     for f in folders:
         click.echo(f"wrote {f} ({sum(1 for p in f.iterdir() if p.suffix == '.png')} frames)")
 

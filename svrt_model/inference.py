@@ -24,8 +24,10 @@ from svrt_model.errors import CheckpointError
 from svrt_model.restore import (
     EvalReport,
     RestoredSequence,
+    SelfEnsemble,
     Tile,
     check_destination,
+    dihedral_views,
     evaluate_split,
     restore_raw,
     restore_split,
@@ -34,8 +36,8 @@ from svrt_model.restore import (
 from svrt_model.train import RunConfig, build_transform, load_model
 from svrt_model.vrt_spike import VRTSpike
 
-__all__ = ["LoadedCheckpoint", "default_device", "evaluate_checkpoint", "infer_checkpoint", "load_checkpoint",
-           "resolve_tile"]
+__all__ = ["LoadedCheckpoint", "default_device", "ensembled", "evaluate_checkpoint", "infer_checkpoint",
+           "load_checkpoint", "resolve_tile"]
 
 
 @dataclass
@@ -67,6 +69,11 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | None = None, use_e
     return LoadedCheckpoint(model, transform.to(dev), config)
 
 
+def ensembled(model: VRTSpike, views: int) -> VRTSpike | SelfEnsemble:
+    """``model`` averaged over ``views`` flips / transpositions at test time, or itself when ``views`` is 1."""
+    return model if views == 1 else SelfEnsemble(model, views)
+
+
 def resolve_tile(tile: Tile | str | None, config: RunConfig) -> Tile | None:
     """``"clip"``: clips of the run's training length, whole frames (:meth:`Tile.clip`); a Tile or None as is."""
     if tile == "clip":
@@ -87,15 +94,18 @@ def evaluate_checkpoint(
     batch_size: int = 1,
     sequences: list[str] | None = None,
     use_ema: bool | None = None,
+    ensemble: int = 1,
     num_workers: int = 0,
     progress: bool = True,
 ) -> EvalReport:
     """PSNR / SSIM of a checkpoint on ``store``'s ``split`` (:func:`svrt_model.restore.evaluate_split`);
-    ``tile="clip"`` scores it on clips of its training length (:func:`resolve_tile`)."""
+    ``tile="clip"`` scores it on clips of its training length (:func:`resolve_tile`); ``ensemble``: views of
+    the test-time self-ensemble (1, 2, 4, 8: :class:`svrt_model.restore.SelfEnsemble`; 1: the model alone)."""
+    dihedral_views(ensemble)  # a bad count fails before the checkpoint loads
     ck = load_checkpoint(path, device=device, use_ema=use_ema)
-    return evaluate_split(ck.model, store, split, tile=resolve_tile(tile, ck.config), transform=ck.transform,
-                          precision=precision, batch_size=batch_size, sequences=sequences, num_workers=num_workers,
-                          progress=progress)
+    return evaluate_split(ensembled(ck.model, ensemble), store, split, tile=resolve_tile(tile, ck.config),
+                          transform=ck.transform, precision=precision, batch_size=batch_size, sequences=sequences,
+                          num_workers=num_workers, progress=progress)
 
 
 def infer_checkpoint(
@@ -112,13 +122,16 @@ def infer_checkpoint(
     batch_size: int = 1,
     sequences: list[str] | None = None,
     use_ema: bool | None = None,
+    ensemble: int = 1,
     voxel_mode: str = "count",
     overwrite: bool = False,
     num_workers: int = 0,
     progress: bool = True,
 ) -> list[Path]:
     """Restore every sequence of a store's split, or of a raw dataset with its align log, into
-    ``out/<sequence>/<frame>.png`` (:func:`svrt_model.restore.write_sequence_pngs`); returns the folders."""
+    ``out/<sequence>/<frame>.png`` (:func:`svrt_model.restore.write_sequence_pngs`); returns the folders.
+    ``ensemble`` as :func:`evaluate_checkpoint`."""
+    dihedral_views(ensemble)
     from_store, from_raw = store is not None or split is not None, raw is not None or align is not None
     if from_store == from_raw or (from_store and (store is None or split is None)) or (
             from_raw and (raw is None or align is None)):
@@ -132,13 +145,14 @@ def infer_checkpoint(
     for name in names:  # refuse before any work is done
         check_destination(out, name, overwrite=overwrite)
     ck = load_checkpoint(path, device=device, use_ema=use_ema)
+    model = ensembled(ck.model, ensemble)
     common = dict(tile=resolve_tile(tile, ck.config), transform=ck.transform, precision=precision,
                   batch_size=batch_size, sequences=sequences, progress=progress)
     restored: object
     if from_store:
-        restored = restore_split(ck.model, store, split, sharp=False, num_workers=num_workers, **common)
+        restored = restore_split(model, store, split, sharp=False, num_workers=num_workers, **common)
     else:
-        restored = restore_raw(ck.model, raw, align, bins=ck.model.config.spike_bins, mode=voxel_mode, **common)
+        restored = restore_raw(model, raw, align, bins=ck.model.config.spike_bins, mode=voxel_mode, **common)
     folders = []
     for seq in restored:
         folders.append(_write(out, seq, overwrite))

@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from svrt_model.errors import ModelConfigError, ModelInputError
-from svrt_model.spike.base import SpikeLumaBase, exposure_rates
+from svrt_model.spike.base import SpikeLumaBase, bin_rates, exposure_rates
 from svrt_model.spike.encoder import SpikeEncoder3D
 from svrt_model.spike.fusion import MultiScaleTemporalCrossAttnFuse
 from svrt_model.spike.inputs import RawSpikes, build_spike_input, early_spike_channels
@@ -77,7 +77,7 @@ class VRTSpike(nn.Module):
         if config.spike_base != "none":
             refine = len(base_ms) if config.spike_base == "refined" else 0
             self.spike_base = SpikeLumaBase(config.spike_base_gain, config.interval_spikes, refine,
-                                            config.refine_channels)
+                                            config.refine_channels, config.spike_bins if config.refine_bins else 0)
         if config.fusion == "cross_attention":
             chans = config.channels_per_scale
             self.spike_encoder = SpikeEncoder3D(config.spike_bins + len(config.centre_rates), chans,
@@ -271,5 +271,7 @@ class VRTSpike(nn.Module):
             raise ModelConfigError(f"VRTSpike: unknown fusion {fusion!r}")
         if self.config.spike_base == "none":
             return out
-        base = self.spike_base(rgb, spikes, None if rates is None else rates[:, :, self._encoder_rates:])
+        bins = (bin_rates(spikes, self.config.interval_spikes, torch.promote_types(rgb.dtype, torch.float32))
+                if self.config.refine_bins else None)
+        base = self.spike_base(rgb, spikes, None if rates is None else rates[:, :, self._encoder_rates:], bins)
         return out + base.to(out.dtype)  # the spike luminance on all three channels

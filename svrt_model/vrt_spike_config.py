@@ -117,6 +117,9 @@ class VRTSpikeConfig:
         refine_channels: ``spike_base="refined"``: the width of its :class:`~svrt_model.spike.base.LumaRefiner`.
         refine_rates: ``spike_base="refined"``: the ``m`` values (distinct, >= 1) whose interval luminance the
             refiner reads (with the base's own ``interval_spikes`` and the blurry luma).
+        refine_bins: ``spike_base="refined"``: the refiner also reads the interval luminance (``interval_spikes``
+            spikes on each side) at each of the K bins' centres, the readings across the exposure
+            (:func:`~svrt_model.spike.base.bin_rates`): K more input channels.
         chunk_tokens: None (every pixel at once) or the most pixel sequences (B x pixels) a temporal
             attention block processes at a time; bounds transient memory, never changes results.
         attention: one of :data:`SPIKE_ATTENTION_IMPLS` (initial value of ``VRTSpike.set_spike_attention``).
@@ -148,6 +151,7 @@ class VRTSpikeConfig:
     centre_rates: tuple[int, ...] = ()
     refine_channels: int = 48
     refine_rates: tuple[int, ...] = (1, 2, 3, 4, 6)
+    refine_bins: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.vrt, Mapping):
@@ -235,6 +239,11 @@ def _validate(cfg: VRTSpikeConfig) -> None:
     if cfg.spike_base != "none" and cfg.fusion == "rgb_only":
         raise ModelConfigError(f"VRTSpikeConfig.spike_base={cfg.spike_base!r} needs spikes, but fusion='rgb_only' "
                                "ignores them; set spike_base='none' or another fusion")
+    if not isinstance(cfg.refine_bins, bool):
+        raise ModelConfigError(f"VRTSpikeConfig.refine_bins={cfg.refine_bins!r}; expected true or false")
+    if cfg.refine_bins and cfg.spike_base != "refined":
+        raise ModelConfigError(f"VRTSpikeConfig.refine_bins=True feeds the refiner of spike_base='refined', but "
+                               f"spike_base={cfg.spike_base!r}; set spike_base='refined' or refine_bins=False")
     if not _is_int(cfg.refine_channels) or cfg.refine_channels < 1:
         raise ModelConfigError(f"VRTSpikeConfig.refine_channels={cfg.refine_channels!r}; expected an integer >= 1")
     for name in ("centre_rates", "refine_rates"):

@@ -6,6 +6,8 @@
   (:func:`restore_clip`, :func:`restore_split`);
 - :mod:`svrt_model.restore.evaluation`: PSNR / SSIM of a split (:func:`evaluate_split`,
   :class:`EvalReport` with its JSON contract, CSV and table);
+- :mod:`svrt_model.restore.ensemble`: the test-time self-ensemble over flips and transpositions
+  (:class:`SelfEnsemble`);
 - :mod:`svrt_model.restore.raw_input`: the same from a raw dataset, voxelized on the fly (:func:`restore_raw`);
 - :mod:`svrt_model.restore.png_output`: restored frames as PNG folders, written atomically
   (:func:`write_sequence_pngs`).
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+from svrt_model.restore.ensemble import ENSEMBLE_VIEWS, SelfEnsemble, dihedral_views
 from svrt_model.restore.evaluation import METRIC_KEYS, EvalReport, SequenceScores, evaluate_split, score_sequence
 from svrt_model.restore.png_output import MANIFEST, check_destination, check_plain_name, write_sequence_pngs
 from svrt_model.restore.raw_input import raw_clips, restore_raw
@@ -41,6 +44,7 @@ from svrt_model.restore.tiling import (
 
 __all__ = [
     "DEFAULT_TILE",
+    "ENSEMBLE_VIEWS",
     "MANIFEST",
     "METRIC_KEYS",
     "AxisPlan",
@@ -48,6 +52,7 @@ __all__ = [
     "InputRules",
     "RestoreModel",
     "RestoredSequence",
+    "SelfEnsemble",
     "SequenceScores",
     "Tile",
     "axis_plan",
@@ -55,6 +60,7 @@ __all__ = [
     "check_plain_name",
     "clip_length",
     "counted",
+    "dihedral_views",
     "evaluate_split",
     "evaluating",
     "input_rules",

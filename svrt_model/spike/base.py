@@ -20,7 +20,9 @@ frames and bits). One host synchronisation for the range check, except while a C
 
 ``spike_base="refined"`` corrects ``gain * rate_t`` first by a :class:`LumaRefiner`, a small CNN at the spike
 size that reads the interval luminance for several ``m`` and ``down(Y_t)``: its parameters train with the model;
-it starts at zero, so the refined base starts as the plain one.
+it starts at zero, so the refined base starts as the plain one. With ``refine_bins`` it also reads the interval
+luminance at each of the K bins' centres (:func:`bin_rates`): where each pixel was bright across the exposure,
+the motion context of the centre reading.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from kernels.spike_intervals import interval_rates
 from svrt_model.errors import ModelInputError
 from svrt_model.spike.inputs import RawSpikes
 
-__all__ = ["BT601_LUMA", "LumaRefiner", "SpikeLumaBase", "exposure_rates"]
+__all__ = ["BT601_LUMA", "LumaRefiner", "SpikeLumaBase", "bin_rates", "exposure_rates"]
 
 BT601_LUMA = (0.299, 0.587, 0.114)
 """Luma weights of R, G, B (the synthetic sensor's, ``svrt_data.synth.photos.LUMA``)."""
@@ -76,15 +78,20 @@ class SpikeLumaBase(nn.Module):
         rate_inputs: 0 (no refiner) or M, how many interval rates the refiner reads (the caller's ``rates``,
             the base's own ``m`` last); it also reads the blurry luma.
         refine_channels: the refiner's width.
+        bin_inputs: 0, or K: the refiner also reads the caller's ``bins``, the interval rates at each of the
+            K bins' centres (:func:`bin_rates`).
     """
 
-    def __init__(self, gain: float, spikes_each_side: int = 2, rate_inputs: int = 0, refine_channels: int = 48
-                 ) -> None:
+    def __init__(self, gain: float, spikes_each_side: int = 2, rate_inputs: int = 0, refine_channels: int = 48,
+                 bin_inputs: int = 0) -> None:
         super().__init__()
+        if bin_inputs and not rate_inputs:
+            raise ModelInputError("SpikeLumaBase: bin_inputs are read by the refiner; give rate_inputs too")
         self.gain = float(gain)
         self.spikes_each_side = spikes_each_side
+        self.bin_inputs = bin_inputs
         self.register_buffer("luma", torch.tensor(BT601_LUMA, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
-        self.refiner = LumaRefiner(rate_inputs + 1, refine_channels) if rate_inputs else None
+        self.refiner = LumaRefiner(rate_inputs + 1 + bin_inputs, refine_channels) if rate_inputs else None
 
     def extra_repr(self) -> str:
         return f"gain={self.gain}, spikes_each_side={self.spikes_each_side}"
@@ -93,17 +100,23 @@ class SpikeLumaBase(nn.Module):
         """Firing rate (spikes per frame) at each frame's exposure centre: ``(B, T, 1, Hs, Ws)``."""
         return exposure_rates(spikes, (self.spikes_each_side,), dtype)
 
-    def forward(self, rgb: torch.Tensor, spikes: RawSpikes, rates: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, rgb: torch.Tensor, spikes: RawSpikes, rates: torch.Tensor | None = None,
+                bins: torch.Tensor | None = None) -> torch.Tensor:
         """``rgb (B, T, 3, H, W)`` in [0, 1] and its :class:`RawSpikes` to ``delta (B, T, 1, H, W)``
         (float32, float64 for float64 frames). ``rates``: ``(B, T, M, Hs, Ws)`` interval rates at each
         exposure centre with the base's ``m`` last (:func:`exposure_rates`), when the caller has them; a
-        refiner needs all M of them."""
+        refiner needs all M of them. ``bins``: ``(B, T, K, Hs, Ws)`` (:func:`bin_rates`), for a refiner
+        built with ``bin_inputs``."""
         b, t, _, h, w = rgb.shape
         dtype = torch.promote_types(rgb.dtype, torch.float32)
         if rates is None:
             if self.refiner is not None:
                 raise ModelInputError("SpikeLumaBase: a refined base needs the caller's interval rates (rates=...)")
             rates = self.rate(spikes, dtype)
+        if self.bin_inputs and (bins is None or bins.shape[2] != self.bin_inputs):
+            got = "none" if bins is None else f"{bins.shape[2]}"
+            raise ModelInputError(f"SpikeLumaBase: the refiner reads the interval rates at {self.bin_inputs} bin "
+                                  f"centres (bins=...), got {got}")
         rates = rates.to(dtype).flatten(0, 1)  # (B T) M Hs Ws
         size = tuple(rates.shape[-2:])
         luma = (rgb.flatten(0, 1).to(dtype) * self.luma.to(dtype)).sum(1, keepdim=True)  # (B T) 1 H W
@@ -111,7 +124,10 @@ class SpikeLumaBase(nn.Module):
             luma = F.interpolate(luma, size=size, mode="area")
         estimate = self.gain * rates[:, -1:]
         if self.refiner is not None:
-            estimate = estimate + self.refiner(torch.cat([self.gain * rates, luma], dim=1)).to(dtype)
+            inputs = [self.gain * rates, luma]
+            if self.bin_inputs:
+                inputs.append(self.gain * bins.to(dtype).flatten(0, 1))
+            estimate = estimate + self.refiner(torch.cat(inputs, dim=1)).to(dtype)
         delta = estimate - luma
         if size != (h, w):
             delta = F.interpolate(delta, size=(h, w), mode="bicubic", align_corners=False)
@@ -124,11 +140,26 @@ def exposure_rates(spikes: RawSpikes, spikes_each_side: tuple[int, ...], dtype: 
     (:func:`kernels.spike_intervals.interval_rates`): ``(B, T, M, Hs, Ws)`` in ``dtype``. The intervals may
     reach into the clip's neighbouring exposures. One host synchronisation for the range check, except while
     a CUDA graph is recorded."""
-    if not isinstance(spikes, RawSpikes):
-        raise ModelInputError(f"exposure_rates: expected RawSpikes(bits, ranges), got {type(spikes).__name__}; the "
-                              "interval rates read packed bits (spike_input='raw' or 'intervals')")
+    _check_raw("exposure_rates", spikes)
     ranges = spikes.ranges
     exposure = torch.stack([ranges[:, :, 0, 0], ranges[:, :, -1, 1]], dim=-1)[:, :, None]  # B T 1 2
+    return _rates(spikes, exposure, tuple(spikes_each_side), dtype)[:, :, 0]
+
+
+def bin_rates(spikes: RawSpikes, spikes_each_side: int, dtype: torch.dtype) -> torch.Tensor:
+    """Firing rates (spikes per frame) at each of the K bins' centres of every frame, from ``spikes_each_side``
+    spikes on each side: ``(B, T, K, Hs, Ws)`` in ``dtype``; the readings across each exposure. Host
+    synchronisation as :func:`exposure_rates`."""
+    _check_raw("bin_rates", spikes)
+    return _rates(spikes, spikes.ranges, (spikes_each_side,), dtype)[:, :, :, 0]
+
+
+def _check_raw(op: str, spikes: object) -> None:
+    if not isinstance(spikes, RawSpikes):
+        raise ModelInputError(f"{op}: expected RawSpikes(bits, ranges), got {type(spikes).__name__}; the "
+                              "interval rates read packed bits (spike_input='raw' or 'intervals')")
+
+
+def _rates(spikes: RawSpikes, ranges: torch.Tensor, ms: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     capturing = spikes.bits.is_cuda and torch.cuda.is_current_stream_capturing()  # no host sync in a capture
-    return interval_rates(spikes.bits, exposure, tuple(spikes_each_side), width=spikes.width, dtype=dtype,
-                          validate=not capturing)[:, :, 0]
+    return interval_rates(spikes.bits, ranges, ms, width=spikes.width, dtype=dtype, validate=not capturing)

@@ -16,7 +16,7 @@ from PIL import Image
 from cli.model import main
 from svrt_errors import SvrtValueError
 from svrt_model.inference import load_checkpoint, resolve_tile
-from svrt_model.restore import METRIC_KEYS, evaluate_split, restore_split
+from svrt_model.restore import METRIC_KEYS, evaluate_split, restore_raw, restore_split
 from tests.train.conftest import MICRO
 
 SEQ = "SYN0001_07_00"
@@ -114,6 +114,23 @@ def test_eval_tile_clip_is_the_training_clip_length(checkpoint, small_store, tmp
         resolve_tile("clips", ck.config)
 
 
+def test_eval_ensemble_is_the_library_self_ensemble(checkpoint, small_store, tmp_path):
+    """``--ensemble 8``: the model averaged over the eight views (``SelfEnsemble``), not the plain score."""
+    from svrt_model.restore import SelfEnsemble
+
+    result = run("eval", checkpoint, "--store", small_store, "--split", "test", "--device", "cpu", "--tile", "none",
+                 "--ensemble", "8", "--json", tmp_path / "x8.json")
+    assert result.exit_code == 0, result.output
+    ck = load_checkpoint(checkpoint, device="cpu")
+    ens = evaluate_split(SelfEnsemble(ck.model, 8), small_store, "test", tile=None, transform=ck.transform,
+                         progress=False)
+    plain = evaluate_split(ck.model, small_store, "test", tile=None, transform=ck.transform, progress=False)
+    got = json.loads((tmp_path / "x8.json").read_text())
+    assert got == json.loads(json.dumps(ens.to_json()))
+    assert got["overall"]["psnr_output"] != plain.overall()["psnr_output"]
+    assert got["overall"]["psnr_input"] == plain.overall()["psnr_input"]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--split", "val"], "no split 'val'; the store has splits ['test', 'train']"),
     (["--split", "test", "--tile", "18x192"], "expected 'none', 'default' or TxHxW"),
@@ -133,8 +150,10 @@ def test_eval_bad_checkpoint_and_store(checkpoint, small_store, tmp_path):
 
 
 def test_help_lists_the_flags():
-    for command, flags in (("eval", ["--store", "--split", "--json", "--csv", "--tile", "--device", "--precision"]),
-                           ("infer", ["--store", "--split", "--raw", "--align", "--out", "--tile", "--overwrite"])):
+    for command, flags in (("eval", ["--store", "--split", "--json", "--csv", "--tile", "--device", "--precision",
+                                     "--ensemble"]),
+                           ("infer", ["--store", "--split", "--raw", "--align", "--out", "--tile", "--overwrite",
+                                      "--ensemble"])):
         result = run(command, "--help")
         assert result.exit_code == 0
         for flag in flags:
@@ -160,6 +179,19 @@ def test_infer_from_the_store_and_from_raw_give_the_same_frames(checkpoint, smal
                  "--device", "cpu", "--tile", "none", "--sequences", f"test/{SEQ}")
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(png_frames(raw_out / SEQ), from_store)  # voxelized on the fly == the store
+
+
+def test_infer_raw_with_ensemble_is_the_library_self_ensemble(checkpoint, small_raw, tmp_path):
+    from svrt_model.restore import SelfEnsemble
+
+    out = tmp_path / "x4"
+    result = run("infer", checkpoint, "--raw", small_raw, "--align", small_raw / "align.csv", "--out", out,
+                 "--device", "cpu", "--tile", "none", "--sequences", f"test/{SEQ}", "--ensemble", "4")
+    assert result.exit_code == 0, result.output
+    ck = load_checkpoint(checkpoint, device="cpu")
+    (seq,) = restore_raw(SelfEnsemble(ck.model, 4), small_raw, small_raw / "align.csv", bins=ck.model.config.spike_bins,
+                         tile=None, transform=ck.transform, sequences=[f"test/{SEQ}"], progress=False)
+    np.testing.assert_array_equal(png_frames(out / SEQ), seq.output.permute(0, 2, 3, 1).numpy())
 
 
 def test_infer_refuses_before_working_and_replaces_only_its_own(checkpoint, small_store, small_raw, tmp_path):

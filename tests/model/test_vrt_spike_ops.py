@@ -23,7 +23,7 @@ from svrt_data.reconstruct import interval_rate
 from svrt_data.synth.photos import LUMA
 from svrt_model import VRTSpike
 from svrt_model.errors import ModelConfigError, ModelInputError, UntrainedSpyNetWarning
-from svrt_model.spike.base import BT601_LUMA
+from svrt_model.spike.base import BT601_LUMA, SpikeLumaBase
 from svrt_model.spike.fusion import resize_features
 from svrt_model.spike.inputs import RawSpikes
 from tests.model.spike_reference import build, inputs, micro_config
@@ -284,44 +284,88 @@ def test_centre_rates_follow_the_bins_into_the_encoder(batches, spike_base: str)
         torch.testing.assert_close(delta, want.expand_as(delta), rtol=0, atol=1e-6)
 
 
-def test_refined_base_starts_as_the_plain_one_and_adds_its_refiner(batches) -> None:
+def _bin_rate_reference(bits: torch.Tensor, ranges: torch.Tensor, m: int) -> np.ndarray:
+    """``(B, T, K, Hs, Ws)`` rates at each bin's centre from ``interval_rate`` on the clip's frames."""
+    frames = unpack_bits(bits, bits.shape[-1] * 8).numpy()
+    b, t, k = ranges.shape[:3]
+    out = np.zeros((b, t, k) + frames.shape[-2:])
+    for i in range(b):
+        lo, hi = int(ranges[i, :, :, 0].min()), int(ranges[i, :, :, 1].max())
+        for j in range(t):
+            for n in range(k):
+                out[i, j, n] = interval_rate(frames[i, lo:hi], (int(ranges[i, j, n].sum()) - 1) // 2 - lo, m)
+    return out
+
+
+def _randomize(refiner: torch.nn.Module) -> None:
+    for conv in refiner.net[::2]:
+        conv.weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(conv.in_channels))
+        conv.bias.normal_(0, 0.1, generator=torch.Generator().manual_seed(conv.out_channels))
+
+
+def _refiner_reference(refiner: torch.nn.Module, rgb: torch.Tensor, inputs: np.ndarray, extra: np.ndarray | None,
+                       gain: float) -> torch.Tensor:
+    """The refiner's layers by hand on ``gain * inputs (B, T, M, Hs, Ws)``, the 2x2-mean blurry luma and
+    ``gain * extra``, resized back bicubically: the refined base's delta over the plain one."""
+    b, t, _, h, w = rgb.shape
+    luma = (rgb * torch.tensor(BT601_LUMA, dtype=torch.float64).view(3, 1, 1)).sum(2).flatten(0, 1)[:, None]
+    luma = F.avg_pool2d(luma, (h // inputs.shape[-2], w // inputs.shape[-1]))
+    x = [gain * torch.from_numpy(inputs).flatten(0, 1), luma]
+    x = torch.cat(x + ([gain * torch.from_numpy(extra).flatten(0, 1)] if extra is not None else []), 1)
+    for i, conv in enumerate(refiner.net[::2]):
+        x = F.conv2d(x, conv.weight, conv.bias, padding=1)
+        x = x.relu() if i < len(refiner.net) // 2 else x
+    return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False).unflatten(0, (b, t))
+
+
+@pytest.mark.parametrize("refine_bins", [False, True])
+def test_refined_base_starts_as_the_plain_one_and_adds_its_refiner(batches, refine_bins) -> None:
     _, raw = batches
     plain = build(micro_config(frames=2, spike_bins=BINS, spike_input="raw", spike_base="intervals",
                                spike_base_gain=1.5, centre_rates=(3, 1))).eval()
-    refined = _copy(plain, spike_base="refined", refine_channels=8, refine_rates=(4, 1))
+    refined = _copy(plain, spike_base="refined", refine_channels=8, refine_rates=(4, 1), refine_bins=refine_bins)
     refiner = refined.spike_base.refiner
-    assert refiner.net[0].in_channels == 4  # m = 4, 1, the base's 2 and the blurry luma
+    # m = 4, 1, the base's 2 and the blurry luma (and the m = 2 rate at each of the K bins' centres)
+    assert refiner.net[0].in_channels == 4 + (BINS if refine_bins else 0)
     assert refined._rate_ms == (3, 1, 4, 1, 2)  # the encoder's, then the refiner's and the base's
     bits = SpikeTransform(spike_input="raw", bins=BINS, raw_output="bits")(raw)
     spikes = RawSpikes.from_batch(bits)
     rgb, flows = _rgb_and_flows(raw)
     with torch.no_grad():
         assert torch.equal(refined(rgb, spikes, flows), plain(rgb, spikes, flows))  # the last conv starts at zero
-        for conv in refiner.net[::2]:
-            conv.weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(conv.in_channels))
-            conv.bias.normal_(0, 0.1, generator=torch.Generator().manual_seed(conv.out_channels))
+        _randomize(refiner)
         delta = refined(rgb, spikes, flows) - plain(rgb, spikes, flows)
         # the reference: the refiner's layers by hand on the rates of svrt_data's interval_rate
-        b, t, _, h, w = rgb.shape
         rates = np.stack([_centre_rate_reference(bits["spike_bits"], bits["spike_bin_ranges"], m)
                           for m in (4, 1, 2)], 2)
-        luma = (rgb * torch.tensor(BT601_LUMA, dtype=torch.float64).view(3, 1, 1)).sum(2).flatten(0, 1)[:, None]
-        luma = F.avg_pool2d(luma, (h // rates.shape[-2], w // rates.shape[-1]))
-        x = torch.cat([1.5 * torch.from_numpy(rates).flatten(0, 1), luma], 1)
-        for i, conv in enumerate(refiner.net[::2]):
-            x = F.conv2d(x, conv.weight, conv.bias, padding=1)
-            x = x.relu() if i < len(refiner.net) // 2 else x
-        want = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False).unflatten(0, (b, t))
+        per_bin = _bin_rate_reference(bits["spike_bits"], bits["spike_bin_ranges"], 2) if refine_bins else None
+        if per_bin is not None:
+            assert np.ptp(per_bin, axis=2).max() > 0.1  # the readings differ across the exposure
+        want = _refiner_reference(refiner, rgb, rates, per_bin, 1.5)
     assert want.abs().amax() > 0.01
     torch.testing.assert_close(delta, want.expand_as(delta), rtol=0, atol=2e-5)  # interval_rate is float32
     with pytest.raises(ModelInputError, match=r"a refined base needs the caller's interval rates"):
         refined.spike_base(rgb, spikes)
+    if refine_bins:
+        with pytest.raises(ModelInputError, match=rf"reads the interval rates at {BINS} bin centres \(bins=...\), "
+                                                  "got none"):
+            refined.spike_base(rgb, spikes, torch.zeros(1, 2, 3, 4, 4))
+
+
+def test_refined_base_config_errors() -> None:
     with pytest.raises(ModelConfigError, match=r"refine_rates=\[3, 3\]; expected distinct integers >= 1"):
         micro_config(spike_input="raw", spike_base="refined", refine_rates=(3, 3))
     with pytest.raises(ModelConfigError, match=r"refine_channels=0; expected an integer >= 1"):
         micro_config(spike_input="raw", spike_base="refined", refine_channels=0)
     with pytest.raises(ModelConfigError, match=r"spike_base='refined' reads packed spike bits"):
         micro_config(spike_base="refined")
+    with pytest.raises(ModelConfigError, match=r"refine_bins=True feeds the refiner of spike_base='refined', but "
+                                               r"spike_base='intervals'"):
+        micro_config(spike_input="raw", spike_base="intervals", refine_bins=True)
+    with pytest.raises(ModelConfigError, match=r"refine_bins=1; expected true or false"):
+        micro_config(spike_input="raw", spike_base="refined", refine_bins=1)
+    with pytest.raises(ModelInputError, match=r"bin_inputs are read by the refiner; give rate_inputs too"):
+        SpikeLumaBase(2.0, 2, 0, 8, BINS)
 
 
 def test_centre_rates_config_errors() -> None:
