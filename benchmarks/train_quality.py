@@ -96,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--refine-bins", action="store_true",
                    help="model.refine_bins (--spike-base refined): the refiner also reads the interval luminance at "
                         "each of the K bins' centres, the readings across the exposure")
+    p.add_argument("--base-into", default="output", choices=("output", "input"),
+                   help="model.base_into: add the spike base to the backbone's output or to the frames it reads")
     p.add_argument("--centre-rates", default="", metavar="M,M,...",
                    help="model.centre_rates of the cross-attention variant (needs --spike-input raw or intervals): the "
                         "encoder also reads the interval luminance at each exposure centre for each m, e.g. 1,2,3,4,6")
@@ -264,6 +266,7 @@ def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
           if "intervals" in (args.spike_input, args.spike_base) else []),
         *([f"model.spike_base={args.spike_base}"] if fusion != "rgb_only" else []),  # rgb_only has no spikes
         *(["model.refine_bins=true"] if args.refine_bins and fusion != "rgb_only" else []),
+        *([f"model.base_into={args.base_into}"] if args.spike_base != "none" and fusion != "rgb_only" else []),
         *([f"model.centre_rates=[{args.centre_rates}]"] if args.centre_rates and fusion == "cross_attention" else []),
         f"log.every={max(args.steps // 30, 1)}", "log.image_every=0",
         *(["log.val_split=test", f"log.val_store={args.out.resolve() / 'data' / 'test.zarr'}",
@@ -295,11 +298,16 @@ def run_variant(args: argparse.Namespace, fusion: str, train_store: Path, test_s
     if args.ensemble > 1:
         ens = evaluate_split(SelfEnsemble(model, args.ensemble), test_store, "test", **score).to_json()["overall"]
         overall.update(psnr_ensemble=ens["psnr_output"], ssim_ensemble=ens["ssim_output"])
+    if run_cfg.train.ema_decay:  # the scores above are the EMA weights'; the trained weights' too
+        trained, _ = load_model(result.last, map_location=device, use_ema=False)
+        plain = evaluate_split(trained, test_store, "test", **score).to_json()["overall"]
+        overall.update(psnr_trained=plain["psnr_output"], ssim_trained=plain["ssim_output"])
     row = {"fusion": fusion, **{k: float(v) for k, v in overall.items()},
            "clips_per_s": statistics.median(r["clips_per_s"] for r in train_lines),
            "data_wait": statistics.median(r["data_wait"] for r in train_lines), "train_s": wall,
            "final_loss": result.loss, "curve": curve}
     ens = f" (x{args.ensemble} self-ensemble {row['psnr_ensemble']:.2f})" if args.ensemble > 1 else ""
+    ens += f" (EMA weights; the trained weights {row['psnr_trained']:.2f})" if "psnr_trained" in row else ""
     print(f"{fusion}: PSNR {row['psnr_input']:.2f} -> {row['psnr_output']:.2f} dB{ens}, "
           f"{row['clips_per_s']:.1f} clips/s, data wait {100 * row['data_wait']:.1f}%, {wall:.0f} s", flush=True)
     return row
@@ -357,6 +365,8 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
         spikes += f", output plus the spikes' interval luminance ({args.interval_spikes} spikes each side" + (
             ", refined by a learned CNN" + (" that also reads the readings at the K bins' centres)" if args.refine_bins
                                              else ")") if args.spike_base == "refined" else ")")
+    if args.spike_base != "none" and args.base_into == "input":
+        spikes += ", the backbone reading the frames plus that luminance"
     if args.centre_rates:
         spikes += f", encoder also reads the centre interval luminance for m = {args.centre_rates}"
     ens = args.ensemble > 1

@@ -252,26 +252,32 @@ class VRTSpike(nn.Module):
         fusion = self.config.fusion
         if fusion == "rgb_only":
             return self.vrt(rgb, flows)
-        elif fusion == "early":
-            vox = self._voxels(rgb, spikes)
-            rates = self._interval_rates(spikes, rgb.dtype)
+        if fusion not in ("early", "cross_attention"):
+            raise ModelConfigError(f"VRTSpike: unknown fusion {fusion!r}")
+        vox = self._voxels(rgb, spikes)
+        rates = self._interval_rates(spikes, rgb.dtype)
+        base = self._base(rgb, spikes, rates)
+        into_input = base is not None and self.config.base_into == "input"
+        frames = rgb + base.to(rgb.dtype) if into_input else rgb  # the backbone restores from the base
+        if fusion == "early":
             extra = early_spike_channels(vox, self.config.early_channels, tuple(rgb.shape[-2:]),
                                          self.config.spike_resize)
-            out = self.vrt(torch.cat([rgb, extra.to(rgb.dtype)], dim=2), flows)  # B T 3+E H W
-        elif fusion == "cross_attention":
-            vox = self._voxels(rgb, spikes)
-            rates = self._interval_rates(spikes, rgb.dtype)
+            out = self.vrt(torch.cat([frames, extra.to(rgb.dtype)], dim=2), flows)  # B T 3+E H W
+        else:
             feats = self._encode(self._encoder_input(vox, rates))
 
             def fuse(stage: int, stage_out: torch.Tensor) -> torch.Tensor:
                 return self.cross_attn_fuse.fuse_scale(stage - 1, stage_out, feats[stage - 1])
 
-            out = self.vrt(rgb, flows, encoder_hook=fuse)
-        else:
-            raise ModelConfigError(f"VRTSpike: unknown fusion {fusion!r}")
-        if self.config.spike_base == "none":
+            out = self.vrt(frames, flows, encoder_hook=fuse)
+        if base is None or into_input:
             return out
+        return out + base.to(out.dtype)  # the spike luminance on all three channels
+
+    def _base(self, rgb: torch.Tensor, spikes: RawSpikes, rates: torch.Tensor | None) -> torch.Tensor | None:
+        """The spike luminance base ``(B, T, 1, H, W)`` (None for ``spike_base="none"``)."""
+        if self.config.spike_base == "none":
+            return None
         bins = (bin_rates(spikes, self.config.interval_spikes, torch.promote_types(rgb.dtype, torch.float32))
                 if self.config.refine_bins else None)
-        base = self.spike_base(rgb, spikes, None if rates is None else rates[:, :, self._encoder_rates:], bins)
-        return out + base.to(out.dtype)  # the spike luminance on all three channels
+        return self.spike_base(rgb, spikes, None if rates is None else rates[:, :, self._encoder_rates:], bins)

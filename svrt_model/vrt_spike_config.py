@@ -25,6 +25,7 @@ from svrt_model.config import VRTConfig, svrt_baseline
 from svrt_model.errors import ModelConfigError
 
 __all__ = [
+    "BASE_TARGETS",
     "BIT_INPUTS",
     "ENCODER_ACTIVATIONS",
     "FUSIONS",
@@ -57,6 +58,10 @@ SPIKE_BASES = ("none", "intervals", "refined")
 """What the output's residual starts from besides the blurry frames: ``none`` (VRT's: the blurry frames) or
 ``intervals`` (plus the spike luminance base, :class:`~svrt_model.spike.base.SpikeLumaBase`) or ``refined``
 (that base corrected by a small learned CNN at the spike size, :class:`~svrt_model.spike.base.LumaRefiner`)."""
+
+BASE_TARGETS = ("output", "input")
+"""Where the spike luminance base goes: added to the backbone's ``output`` (its residual then starts from the
+blurry frames), or to its ``input`` (the backbone, SpyNet included, restores from the spike-corrected frames)."""
 
 BIT_INPUTS = ("raw", "intervals")
 """The spike inputs that read packed bits (``data.spike_input=raw``) rather than stored voxels."""
@@ -120,6 +125,10 @@ class VRTSpikeConfig:
         refine_bins: ``spike_base="refined"``: the refiner also reads the interval luminance (``interval_spikes``
             spikes on each side) at each of the K bins' centres, the readings across the exposure
             (:func:`~svrt_model.spike.base.bin_rates`): K more input channels.
+        base_into: one of :data:`BASE_TARGETS`, for a ``spike_base``: ``"output"`` adds the base to the
+            backbone's output; ``"input"`` adds it to the blurry frames the backbone reads, so its attention,
+            alignment and SpyNet flows see the spike-corrected luminance and its residual corrects the base.
+            Both start from the same output with the identity start.
         chunk_tokens: None (every pixel at once) or the most pixel sequences (B x pixels) a temporal
             attention block processes at a time; bounds transient memory, never changes results.
         attention: one of :data:`SPIKE_ATTENTION_IMPLS` (initial value of ``VRTSpike.set_spike_attention``).
@@ -152,6 +161,7 @@ class VRTSpikeConfig:
     refine_channels: int = 48
     refine_rates: tuple[int, ...] = (1, 2, 3, 4, 6)
     refine_bins: bool = False
+    base_into: str = "output"
 
     def __post_init__(self) -> None:
         if isinstance(self.vrt, Mapping):
@@ -244,6 +254,10 @@ def _validate(cfg: VRTSpikeConfig) -> None:
     if cfg.refine_bins and cfg.spike_base != "refined":
         raise ModelConfigError(f"VRTSpikeConfig.refine_bins=True feeds the refiner of spike_base='refined', but "
                                f"spike_base={cfg.spike_base!r}; set spike_base='refined' or refine_bins=False")
+    _choice(cfg, "base_into", BASE_TARGETS)
+    if cfg.base_into != "output" and cfg.spike_base == "none":
+        raise ModelConfigError(f"VRTSpikeConfig.base_into={cfg.base_into!r} places the spike luminance base, but "
+                               "spike_base='none'; set spike_base to 'intervals' or 'refined', or base_into='output'")
     if not _is_int(cfg.refine_channels) or cfg.refine_channels < 1:
         raise ModelConfigError(f"VRTSpikeConfig.refine_channels={cfg.refine_channels!r}; expected an integer >= 1")
     for name in ("centre_rates", "refine_rates"):
