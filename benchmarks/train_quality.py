@@ -98,6 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "each of the K bins' centres, the readings across the exposure")
     p.add_argument("--base-into", default="output", choices=("output", "input"),
                    help="model.base_into: add the spike base to the backbone's output or to the frames it reads")
+    p.add_argument("--base-chroma", default="blurry", choices=("blurry", "colorline"),
+                   help="model.base_chroma: the spike base keeps the blurry chroma, or recolours along the blurry "
+                        "frame's local colour lines (model.colorline_radius)")
     p.add_argument("--centre-rates", default="", metavar="M,M,...",
                    help="model.centre_rates of the cross-attention variant (needs --spike-input raw or intervals): the "
                         "encoder also reads the interval luminance at each exposure centre for each m, e.g. 1,2,3,4,6")
@@ -266,7 +269,8 @@ def overrides(args: argparse.Namespace, fusion: str) -> list[str]:
           if "intervals" in (args.spike_input, args.spike_base) else []),
         *([f"model.spike_base={args.spike_base}"] if fusion != "rgb_only" else []),  # rgb_only has no spikes
         *(["model.refine_bins=true"] if args.refine_bins and fusion != "rgb_only" else []),
-        *([f"model.base_into={args.base_into}"] if args.spike_base != "none" and fusion != "rgb_only" else []),
+        *([f"model.base_into={args.base_into}", f"model.base_chroma={args.base_chroma}"]
+          if args.spike_base != "none" and fusion != "rgb_only" else []),
         *([f"model.centre_rates=[{args.centre_rates}]"] if args.centre_rates and fusion == "cross_attention" else []),
         f"log.every={max(args.steps // 30, 1)}", "log.image_every=0",
         *(["log.val_split=test", f"log.val_store={args.out.resolve() / 'data' / 'test.zarr'}",
@@ -365,6 +369,8 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
         spikes += f", output plus the spikes' interval luminance ({args.interval_spikes} spikes each side" + (
             ", refined by a learned CNN" + (" that also reads the readings at the K bins' centres)" if args.refine_bins
                                              else ")") if args.spike_base == "refined" else ")")
+    if args.spike_base != "none" and args.base_chroma == "colorline":
+        spikes += ", recoloured along the blurry frames' local colour lines"
     if args.spike_base != "none" and args.base_into == "input":
         spikes += ", the backbone reading the frames plus that luminance"
     if args.centre_rates:

@@ -76,8 +76,11 @@ class VRTSpike(nn.Module):
         self._encoder_rates = len(config.centre_rates)
         if config.spike_base != "none":
             refine = len(base_ms) if config.spike_base == "refined" else 0
-            self.spike_base = SpikeLumaBase(config.spike_base_gain, config.interval_spikes, refine,
-                                            config.refine_channels, config.spike_bins if config.refine_bins else 0)
+            self.spike_base = SpikeLumaBase(
+                config.spike_base_gain, config.interval_spikes, refine, config.refine_channels,
+                config.spike_bins if config.refine_bins else 0,
+                config.colorline_radius if config.base_chroma == "colorline" else 0,
+            )
         if config.fusion == "cross_attention":
             chans = config.channels_per_scale
             self.spike_encoder = SpikeEncoder3D(config.spike_bins + len(config.centre_rates), chans,
@@ -272,10 +275,10 @@ class VRTSpike(nn.Module):
             out = self.vrt(frames, flows, encoder_hook=fuse)
         if base is None or into_input:
             return out
-        return out + base.to(out.dtype)  # the spike luminance on all three channels
+        return out + base.to(out.dtype)  # the spike luminance (and colours) on all three channels
 
     def _base(self, rgb: torch.Tensor, spikes: RawSpikes, rates: torch.Tensor | None) -> torch.Tensor | None:
-        """The spike luminance base ``(B, T, 1, H, W)`` (None for ``spike_base="none"``)."""
+        """The spike luminance base ``(B, T, 1 or 3, H, W)`` (None for ``spike_base="none"``)."""
         if self.config.spike_base == "none":
             return None
         bins = (bin_rates(spikes, self.config.interval_spikes, torch.promote_types(rgb.dtype, torch.float32))

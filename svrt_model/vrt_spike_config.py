@@ -25,6 +25,7 @@ from svrt_model.config import VRTConfig, svrt_baseline
 from svrt_model.errors import ModelConfigError
 
 __all__ = [
+    "BASE_CHROMAS",
     "BASE_TARGETS",
     "BIT_INPUTS",
     "ENCODER_ACTIVATIONS",
@@ -62,6 +63,11 @@ SPIKE_BASES = ("none", "intervals", "refined")
 BASE_TARGETS = ("output", "input")
 """Where the spike luminance base goes: added to the backbone's ``output`` (its residual then starts from the
 blurry frames), or to its ``input`` (the backbone, SpyNet included, restores from the spike-corrected frames)."""
+
+BASE_CHROMAS = ("blurry", "colorline")
+"""The spike base's colours: the ``blurry`` frame's chroma (one luminance delta on all three channels), or the
+``colorline`` transfer (:func:`~svrt_model.spike.base.colorline_chroma`: the blurry frame's local colour lines
+applied to the spikes' luminance)."""
 
 BIT_INPUTS = ("raw", "intervals")
 """The spike inputs that read packed bits (``data.spike_input=raw``) rather than stored voxels."""
@@ -129,6 +135,9 @@ class VRTSpikeConfig:
             backbone's output; ``"input"`` adds it to the blurry frames the backbone reads, so its attention,
             alignment and SpyNet flows see the spike-corrected luminance and its residual corrects the base.
             Both start from the same output with the identity start.
+        base_chroma: one of :data:`BASE_CHROMAS`, for a ``spike_base``: ``"colorline"`` recolours the base along
+            the blurry frame's local colour lines in windows of ``colorline_radius`` at the spike size.
+        colorline_radius: ``base_chroma="colorline"``: the windows' radius r (>= 1; (2r+1)^2 spike pixels).
         chunk_tokens: None (every pixel at once) or the most pixel sequences (B x pixels) a temporal
             attention block processes at a time; bounds transient memory, never changes results.
         attention: one of :data:`SPIKE_ATTENTION_IMPLS` (initial value of ``VRTSpike.set_spike_attention``).
@@ -162,6 +171,8 @@ class VRTSpikeConfig:
     refine_rates: tuple[int, ...] = (1, 2, 3, 4, 6)
     refine_bins: bool = False
     base_into: str = "output"
+    base_chroma: str = "blurry"
+    colorline_radius: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.vrt, Mapping):
@@ -258,6 +269,14 @@ def _validate(cfg: VRTSpikeConfig) -> None:
     if cfg.base_into != "output" and cfg.spike_base == "none":
         raise ModelConfigError(f"VRTSpikeConfig.base_into={cfg.base_into!r} places the spike luminance base, but "
                                "spike_base='none'; set spike_base to 'intervals' or 'refined', or base_into='output'")
+    _choice(cfg, "base_chroma", BASE_CHROMAS)
+    if cfg.base_chroma != "blurry" and cfg.spike_base == "none":
+        raise ModelConfigError(f"VRTSpikeConfig.base_chroma={cfg.base_chroma!r} recolours the spike luminance base, "
+                               "but spike_base='none'; set spike_base to 'intervals' or 'refined', or "
+                               "base_chroma='blurry'")
+    if not _is_int(cfg.colorline_radius) or cfg.colorline_radius < 1:
+        raise ModelConfigError(f"VRTSpikeConfig.colorline_radius={cfg.colorline_radius!r}; expected an integer >= 1 "
+                               "(1: 3x3 windows at the spike size)")
     if not _is_int(cfg.refine_channels) or cfg.refine_channels < 1:
         raise ModelConfigError(f"VRTSpikeConfig.refine_channels={cfg.refine_channels!r}; expected an integer >= 1")
     for name in ("centre_rates", "refine_rates"):

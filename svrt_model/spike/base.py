@@ -23,6 +23,14 @@ size that reads the interval luminance for several ``m`` and ``down(Y_t)``: its 
 it starts at zero, so the refined base starts as the plain one. With ``refine_bins`` it also reads the interval
 luminance at each of the K bins' centres (:func:`bin_rates`): where each pixel was bright across the exposure,
 the motion context of the centre reading.
+
+The chroma: by default the blurry frame's chroma stays (``delta_t`` goes to all three channels alike). With
+``chroma_radius`` r > 0 (``VRTSpikeConfig.base_chroma="colorline"``) the new luminance also carries the colours
+(:func:`colorline_chroma`): in each (2r+1)^2 window at the spike size the blurry frame's chroma offsets (RGB minus
+luma) are fitted as an affine function of its luma, and that function is applied to the spikes' luminance.
+Blur is linear, so where the sharp scene's colours lie on one line in a window (two colours and their mixtures:
+most edges) the fit holds for the blurry frame too, and the sharp luminance gives back the sharp colours. It has
+no parameters and learns nothing of the training scenes' colours.
 """
 
 from __future__ import annotations
@@ -35,10 +43,16 @@ from kernels.spike_intervals import interval_rates
 from svrt_model.errors import ModelInputError
 from svrt_model.spike.inputs import RawSpikes
 
-__all__ = ["BT601_LUMA", "LumaRefiner", "SpikeLumaBase", "bin_rates", "exposure_rates"]
+__all__ = ["BT601_LUMA", "COLORLINE_EPS", "LumaRefiner", "SpikeLumaBase", "bin_rates", "colorline_chroma",
+           "exposure_rates"]
 
 BT601_LUMA = (0.299, 0.587, 0.114)
 """Luma weights of R, G, B (the synthetic sensor's, ``svrt_data.synth.photos.LUMA``)."""
+
+COLORLINE_EPS = 1e-5
+"""Regulariser of :func:`colorline_chroma`'s fit (luma variance, [0, 1] units): flat windows keep their mean chroma
+offset. Measured on ``train_quality``'s test frames (``benchmarks/RESULTS.md``, session 14): 1e-7 to 1e-5 agree
+within 0.02 dB, 1e-3 loses 0.4 dB."""
 
 
 class LumaRefiner(nn.Module):
@@ -80,21 +94,26 @@ class SpikeLumaBase(nn.Module):
         refine_channels: the refiner's width.
         bin_inputs: 0, or K: the refiner also reads the caller's ``bins``, the interval rates at each of the
             K bins' centres (:func:`bin_rates`).
+        chroma_radius: 0 (the blurry chroma stays: one delta for the three channels) or r >= 1: the colours
+            follow the new luminance along the blurry frame's local colour lines (:func:`colorline_chroma`).
     """
 
     def __init__(self, gain: float, spikes_each_side: int = 2, rate_inputs: int = 0, refine_channels: int = 48,
-                 bin_inputs: int = 0) -> None:
+                 bin_inputs: int = 0, chroma_radius: int = 0) -> None:
         super().__init__()
         if bin_inputs and not rate_inputs:
             raise ModelInputError("SpikeLumaBase: bin_inputs are read by the refiner; give rate_inputs too")
         self.gain = float(gain)
         self.spikes_each_side = spikes_each_side
         self.bin_inputs = bin_inputs
+        if chroma_radius < 0:
+            raise ModelInputError(f"SpikeLumaBase: chroma_radius must be >= 0, got {chroma_radius}")
+        self.chroma_radius = chroma_radius
         self.register_buffer("luma", torch.tensor(BT601_LUMA, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
         self.refiner = LumaRefiner(rate_inputs + 1 + bin_inputs, refine_channels) if rate_inputs else None
 
     def extra_repr(self) -> str:
-        return f"gain={self.gain}, spikes_each_side={self.spikes_each_side}"
+        return f"gain={self.gain}, spikes_each_side={self.spikes_each_side}, chroma_radius={self.chroma_radius}"
 
     def rate(self, spikes: RawSpikes, dtype: torch.dtype) -> torch.Tensor:
         """Firing rate (spikes per frame) at each frame's exposure centre: ``(B, T, 1, Hs, Ws)``."""
@@ -102,8 +121,9 @@ class SpikeLumaBase(nn.Module):
 
     def forward(self, rgb: torch.Tensor, spikes: RawSpikes, rates: torch.Tensor | None = None,
                 bins: torch.Tensor | None = None) -> torch.Tensor:
-        """``rgb (B, T, 3, H, W)`` in [0, 1] and its :class:`RawSpikes` to ``delta (B, T, 1, H, W)``
-        (float32, float64 for float64 frames). ``rates``: ``(B, T, M, Hs, Ws)`` interval rates at each
+        """``rgb (B, T, 3, H, W)`` in [0, 1] and its :class:`RawSpikes` to ``delta (B, T, C, H, W)``
+        (float32, float64 for float64 frames; C = 1, one delta for all three channels, or 3 with
+        ``chroma_radius``). ``rates``: ``(B, T, M, Hs, Ws)`` interval rates at each
         exposure centre with the base's ``m`` last (:func:`exposure_rates`), when the caller has them; a
         refiner needs all M of them. ``bins``: ``(B, T, K, Hs, Ws)`` (:func:`bin_rates`), for a refiner
         built with ``bin_inputs``."""
@@ -119,7 +139,8 @@ class SpikeLumaBase(nn.Module):
                                   f"centres (bins=...), got {got}")
         rates = rates.to(dtype).flatten(0, 1)  # (B T) M Hs Ws
         size = tuple(rates.shape[-2:])
-        luma = (rgb.flatten(0, 1).to(dtype) * self.luma.to(dtype)).sum(1, keepdim=True)  # (B T) 1 H W
+        frames = rgb.flatten(0, 1).to(dtype)
+        luma = (frames * self.luma.to(dtype)).sum(1, keepdim=True)  # (B T) 1 H W
         if size != (h, w):
             luma = F.interpolate(luma, size=size, mode="area")
         estimate = self.gain * rates[:, -1:]
@@ -128,10 +149,38 @@ class SpikeLumaBase(nn.Module):
             if self.bin_inputs:
                 inputs.append(self.gain * bins.to(dtype).flatten(0, 1))
             estimate = estimate + self.refiner(torch.cat(inputs, dim=1)).to(dtype)
-        delta = estimate - luma
+        if self.chroma_radius:
+            small = F.interpolate(frames, size=size, mode="area") if size != (h, w) else frames
+            delta = colorline_chroma(small, estimate, self.chroma_radius) - small
+        else:
+            delta = estimate - luma
         if size != (h, w):
             delta = F.interpolate(delta, size=(h, w), mode="bicubic", align_corners=False)
         return delta.unflatten(0, (b, t))
+
+
+def colorline_chroma(rgb: torch.Tensor, luma: torch.Tensor, radius: int, eps: float = COLORLINE_EPS) -> torch.Tensor:
+    """Frames ``rgb (N, 3, H, W)`` recoloured for a new luminance ``luma (N, 1, H, W)`` along their local colour lines.
+
+    In every ``(2 radius + 1)^2`` window (edge pixels replicated) the chroma offsets ``d = rgb - Y(rgb)`` are fitted
+    as ``d = a Y + b`` (least squares, ``eps`` added to the luma variance); ``a`` and ``b`` are averaged over the
+    windows that hold a pixel, as a guided filter does, and the result is ``luma + a luma + b``. Its BT.601 luma is
+    ``luma`` (the offsets' luma is zero, so is that of every ``a`` and ``b``). Computed in float32 or wider,
+    autocast off.
+    """
+    dtype = torch.promote_types(torch.promote_types(rgb.dtype, luma.dtype), torch.float32)
+    with torch.autocast(rgb.device.type, enabled=False):
+        rgb, luma = rgb.to(dtype), luma.to(dtype)
+        y = (rgb * torch.tensor(BT601_LUMA, dtype=dtype, device=rgb.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        d = rgb - y
+
+        def mean(x: torch.Tensor) -> torch.Tensor:
+            return F.avg_pool2d(F.pad(x, (radius,) * 4, mode="replicate"), 2 * radius + 1, stride=1)
+
+        my, md = mean(y), mean(d)
+        a = (mean(y * d) - my * md) / (mean(y * y) - my * my + eps)
+        b = md - a * my
+        return luma + mean(a) * luma + mean(b)
 
 
 def exposure_rates(spikes: RawSpikes, spikes_each_side: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

@@ -23,7 +23,7 @@ from svrt_data.reconstruct import interval_rate
 from svrt_data.synth.photos import LUMA
 from svrt_model import VRTSpike
 from svrt_model.errors import ModelConfigError, ModelInputError, UntrainedSpyNetWarning
-from svrt_model.spike.base import BT601_LUMA, SpikeLumaBase
+from svrt_model.spike.base import BT601_LUMA, SpikeLumaBase, colorline_chroma
 from svrt_model.spike.fusion import resize_features
 from svrt_model.spike.inputs import RawSpikes
 from tests.model.spike_reference import build, inputs, micro_config
@@ -383,6 +383,84 @@ def test_base_into_input_feeds_the_corrected_frames_to_the_backbone(batches, fus
     assert in_mode.spike_base.refiner.net[0].weight.grad.abs().amax() > 0
 
 
+def _colorline_reference(rgb: np.ndarray, luma: np.ndarray, r: int, eps: float) -> np.ndarray:
+    """``colorline_chroma`` by hand (NumPy, pixel by pixel): the least-squares line of the chroma offsets on the
+    luma in each window of replicated edges, its coefficients averaged over the windows holding a pixel."""
+    n, _, h, w = rgb.shape
+    y = np.einsum("nchw,c->nhw", rgb, np.array(BT601_LUMA))
+    d = rgb - y[:, None]
+    coef = np.zeros((n, 2, 3, h, w))  # a, b per channel at each window centre
+    for k in range(n):
+        for i in range(h):
+            for j in range(w):
+                rows = np.clip(np.arange(i - r, i + r + 1), 0, h - 1)
+                cols = np.clip(np.arange(j - r, j + r + 1), 0, w - 1)
+                yw = y[k][np.ix_(rows, cols)].ravel()
+                dw = d[k][:, rows][:, :, cols].reshape(3, -1)
+                a = ((yw * dw).mean(1) - yw.mean() * dw.mean(1)) / (yw.var() + eps)
+                coef[k, :, :, i, j] = a, dw.mean(1) - a * yw.mean()
+    pad = np.pad(coef, ((0, 0), (0, 0), (0, 0), (r, r), (r, r)), mode="edge")
+    avg = sum(pad[..., i:i + h, j:j + w] for i in range(2 * r + 1) for j in range(2 * r + 1)) / (2 * r + 1) ** 2
+    return luma + avg[:, 0] * luma + avg[:, 1]
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_colorline_chroma_matches_the_pixel_loop_and_keeps_the_luma(radius: int) -> None:
+    gen = torch.Generator().manual_seed(radius)
+    rgb = torch.rand(2, 3, 9, 11, generator=gen, dtype=torch.float64)
+    luma = torch.rand(2, 1, 9, 11, generator=gen, dtype=torch.float64)
+    got = colorline_chroma(rgb, luma, radius, eps=1e-4)
+    want = _colorline_reference(rgb.numpy(), luma.numpy(), radius, 1e-4)
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-10)
+    weights = torch.tensor(BT601_LUMA, dtype=torch.float64).view(1, 3, 1, 1)
+    torch.testing.assert_close((got * weights).sum(1, keepdim=True), luma, rtol=0, atol=1e-12)  # luma kept
+    assert colorline_chroma(rgb.float(), luma.float(), radius).dtype == torch.float32
+    torch.autograd.gradcheck(lambda x, y: colorline_chroma(x, y, radius, eps=1e-2),
+                             (rgb[:1, :, :5, :6].clone().requires_grad_(), luma[:1, :, :5, :6].clone().requires_grad_()))
+
+
+def test_colorline_chroma_gives_back_a_blurred_two_colour_scene() -> None:
+    """Blur is linear: a scene mixing two colours stays on their colour line when blurred, so the sharp luma
+    recolours the blurry frame into the sharp one (where every window sees the luma vary)."""
+    h, w = 12, 24
+    x = torch.arange(w, dtype=torch.float64) / w
+    alpha = (0.3 * x + 0.6 * (x > 0.5)).expand(h, w)  # a ramp with a sharp edge
+    c1, c2 = torch.tensor([0.9, 0.2, 0.1], dtype=torch.float64), torch.tensor([0.1, 0.3, 0.6], dtype=torch.float64)
+
+    def scene(a: torch.Tensor) -> torch.Tensor:
+        return (a * c1.view(3, 1, 1) + (1 - a) * c2.view(3, 1, 1))[None]
+
+    blurred = F.avg_pool1d(F.pad(alpha[:, None], (3, 3), mode="replicate"), 7, stride=1)[:, 0]  # motion blur
+    sharp, blurry = scene(alpha), scene(blurred)
+    weights = torch.tensor(BT601_LUMA, dtype=torch.float64).view(1, 3, 1, 1)
+    luma = (sharp * weights).sum(1, keepdim=True)
+    assert (blurry + luma - (blurry * weights).sum(1, keepdim=True) - sharp).abs().amax() > 0.05  # luma alone: off
+    torch.testing.assert_close(colorline_chroma(blurry, luma, 1, eps=1e-12), sharp, rtol=0, atol=1e-6)
+
+
+def test_colorline_base_recolours_the_spike_luminance(batches) -> None:
+    _, raw = batches
+    model = build(micro_config(frames=2, spike_bins=BINS, spike_input="raw")).eval()
+    based = _copy(model, spike_base="intervals", spike_base_gain=1.5, interval_spikes=2, base_chroma="colorline",
+                  colorline_radius=2)
+    assert based.spike_base.chroma_radius == 2
+    bits = SpikeTransform(spike_input="raw", bins=BINS, raw_output="bits")(raw)
+    spikes = RawSpikes.from_batch(bits)
+    rgb, flows = _rgb_and_flows(raw)
+    with torch.no_grad():
+        delta = based(rgb, spikes, flows) - model(rgb, spikes, flows)
+        grey = _luma_base_reference(rgb, bits["spike_bits"], bits["spike_bin_ranges"], 1.5, 2)
+    # the reference: 2x2 block means, the colour lines by hand on 1.5 x interval_rate, bicubic back
+    b, t, _, h, w = rgb.shape
+    rate = 1.5 * _centre_rate_reference(bits["spike_bits"], bits["spike_bin_ranges"], 2)
+    hs, ws = rate.shape[-2:]
+    small = rgb.numpy().reshape(b * t, 3, hs, h // hs, ws, w // ws).mean((3, 5))
+    recoloured = _colorline_reference(small, rate.reshape(b * t, 1, hs, ws), 2, 1e-5)
+    want = F.interpolate(torch.from_numpy(recoloured - small), size=(h, w), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(delta, want.unflatten(0, (b, t)), rtol=0, atol=1e-5)  # interval_rate is float32
+    assert (delta - grey).abs().amax() > 0.01  # the colours moved, not only the luminance
+
+
 def test_refined_base_config_errors() -> None:
     with pytest.raises(ModelConfigError, match=r"refine_rates=\[3, 3\]; expected distinct integers >= 1"):
         micro_config(spike_input="raw", spike_base="refined", refine_rates=(3, 3))
@@ -402,6 +480,13 @@ def test_refined_base_config_errors() -> None:
         micro_config(spike_input="raw", base_into="input")
     with pytest.raises(ModelConfigError, match=r"base_into='middle' is unknown; expected one of \('output', 'input'\)"):
         micro_config(spike_input="raw", spike_base="refined", base_into="middle")
+    with pytest.raises(ModelConfigError, match=r"base_chroma='colorline' recolours the spike luminance base, but "
+                                               r"spike_base='none'"):
+        micro_config(spike_input="raw", base_chroma="colorline")
+    with pytest.raises(ModelConfigError, match=r"colorline_radius=0; expected an integer >= 1"):
+        micro_config(spike_input="raw", spike_base="intervals", base_chroma="colorline", colorline_radius=0)
+    with pytest.raises(ModelConfigError, match=r"base_chroma='lab' is unknown; expected one of \('blurry', "):
+        micro_config(spike_input="raw", spike_base="intervals", base_chroma="lab")
 
 
 def test_centre_rates_config_errors() -> None:

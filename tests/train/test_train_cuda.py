@@ -50,7 +50,7 @@ def test_graph_steps_train_like_eager_steps(train_store: Path, micro_config: Pat
 
 
 @pytest.mark.parametrize("kind", ["raw", "intervals", "raw+base", "raw+refined+rates", "raw+refined+bins",
-                                  "raw+refined+input"])
+                                  "raw+refined+input", "raw+refined+colorline"])
 def test_raw_bits_replay(train_store: Path, micro_config: Path, tmp_path: Path, kind: str) -> None:
     spike_input, *extras = kind.split("+")
     over = [*GPU, f"model.spike_input={spike_input}", "data.spike_input=raw", "train.cuda_graph=true",
@@ -58,7 +58,8 @@ def test_raw_bits_replay(train_store: Path, micro_config: Path, tmp_path: Path, 
             *(["model.spike_base=refined"] if "refined" in extras else []),
             *(["model.centre_rates=[1, 3]"] if "rates" in extras else []),
             *(["model.refine_bins=true"] if "bins" in extras else []),
-            *(["model.base_into=input"] if "input" in extras else [])]
+            *(["model.base_into=input"] if "input" in extras else []),
+            *(["model.base_chroma=colorline"] if "colorline" in extras else [])]
     train(load_run_config(micro_config, over), store=train_store, run_dir=tmp_path / "run")
     records = _records(tmp_path / "run")
     assert records[-1]["graph_replays"] >= 4 and all(r["loss"] == r["loss"] for r in records)  # replayed, finite
