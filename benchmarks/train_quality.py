@@ -198,7 +198,9 @@ def reference_points(raw: Path) -> dict[str, float]:
     - ``spikes_N``: the blurry frame whose luminance at spike resolution is replaced by ``threshold`` times
       the spike rate over the centred N spike frames (the simulator's expected rate inverted);
     - ``intervals_K``: the same with the rate read from inter-spike intervals, K spikes on each side of
-      the centre (:func:`svrt_data.reconstruct.interval_rate`).
+      the centre (:func:`svrt_data.reconstruct.interval_rate`);
+    - ``colorline_2``: ``intervals_2`` recoloured along the blurry frame's local colour lines at the spike size
+      (:func:`svrt_model.spike.base.colorline_chroma`, radius 1: ``VRTSpikeConfig.base_chroma="colorline"``).
     """
     import torch
     import torch.nn.functional as F
@@ -208,6 +210,7 @@ def reference_points(raw: Path) -> dict[str, float]:
     from svrt_data.spike_io import read_dat
     from svrt_data.synth.photos import luminance
     from svrt_model.metrics import psnr
+    from svrt_model.spike.base import colorline_chroma
 
     meta = json.loads((raw / "synth.json").read_text())
     (hs, ws), (h, w) = meta["layout"]["spike_size"], meta["layout"]["rgb_size"]
@@ -237,6 +240,9 @@ def reference_points(raw: Path) -> dict[str, float]:
             rates.update({f"intervals_{k}": interval_rate(frames, centre, k) for k in REFERENCE_INTERVALS})
             for name, rate in rates.items():
                 found[name] = blur + up(torch.from_numpy(rate * theta * 255.0)[None, None] - blur_luma)
+            small = down(blur) / 255.0
+            recoloured = colorline_chroma(small, torch.from_numpy(rates["intervals_2"] * theta)[None, None], 1)
+            found["colorline_2"] = blur + up((recoloured - small) * 255.0)
             for name, out in found.items():
                 scores.setdefault(name, []).append(float(psnr(out.clamp(0, 255), sharp)))
     return {name: float(np.mean(v)) for name, v in scores.items()}
@@ -248,7 +254,9 @@ def reference_text(ref: dict[str, float]) -> str:
     return (f"reference points (no training, same test frames): blurry {ref['blurry']:.2f} dB; blurry "
             f"corrected to the sharp frame at the spike resolution {ref['oracle']:.2f} dB; blurry with spike "
             f"luminance: counted over the centred {count.split('_')[1]} spike frames {ref[count]:.2f} dB, "
-            f"from the intervals of {interval.split('_')[1]} spikes each side {ref[interval]:.2f} dB")
+            f"from the intervals of {interval.split('_')[1]} spikes each side {ref[interval]:.2f} dB"
+            + (f"; the 2-spike reading recoloured along the blurry colour lines {ref['colorline_2']:.2f} dB"
+               if "colorline_2" in ref else ""))
 
 
 def overrides(args: argparse.Namespace, fusion: str) -> list[str]:

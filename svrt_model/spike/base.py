@@ -165,13 +165,14 @@ def colorline_chroma(rgb: torch.Tensor, luma: torch.Tensor, radius: int, eps: fl
     In every ``(2 radius + 1)^2`` window (edge pixels replicated) the chroma offsets ``d = rgb - Y(rgb)`` are fitted
     as ``d = a Y + b`` (least squares, ``eps`` added to the luma variance); ``a`` and ``b`` are averaged over the
     windows that hold a pixel, as a guided filter does, and the result is ``luma + a luma + b``. Its BT.601 luma is
-    ``luma`` (the offsets' luma is zero, so is that of every ``a`` and ``b``). Computed in float32 or wider,
-    autocast off.
+    ``luma`` (the offsets' luma is zero, so is that of every ``a`` and ``b``), up to rounding. Computed in float32
+    or wider, autocast off.
     """
     dtype = torch.promote_types(torch.promote_types(rgb.dtype, luma.dtype), torch.float32)
     with torch.autocast(rgb.device.type, enabled=False):
         rgb, luma = rgb.to(dtype), luma.to(dtype)
-        y = (rgb * torch.tensor(BT601_LUMA, dtype=dtype, device=rgb.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        red, green, blue = rgb.split(1, dim=1)  # Python-number weights: no host-to-device copy in a CUDA-graph capture
+        y = BT601_LUMA[0] * red + BT601_LUMA[1] * green + BT601_LUMA[2] * blue
         d = rgb - y
 
         def mean(x: torch.Tensor) -> torch.Tensor:
