@@ -19,6 +19,8 @@ output also adds the spike luminance base (:class:`~svrt_model.spike.base.SpikeL
 luminance replaced by the one the spikes' intervals read at each frame's centre), so the learned residual
 starts from that estimate instead of from the blurry frames; ``spike_base="refined"`` corrects that reading by a
 small learned CNN first, and ``centre_rates`` feeds such readings to the spike encoder as extra channels.
+``base_chroma="colorline"`` recolours the base along the blurry frames' local colour lines (the spikes carry no
+colour); ``base_into="input"`` adds it to the frames the backbone reads instead of to its output.
 
 Parameter names are the original implementation's (``vrt.*``, ``spike_encoder.*``,
 ``spike_temporal_sa.blocks.i.*``, ``cross_attn_fuse.fuse_blocks.i.*``), so its checkpoints load with
