@@ -1,7 +1,8 @@
 """VRTSpike with the model ops: raw spike input through the learnable accumulator end to end from the
 dataset (``spike_input="raw"``) and as interval voxels (``"intervals"``), the spike luminance base
-(``spike_base="intervals"``) and the encoder's exposure-centre rate channels (``centre_rates``) against a NumPy
-reference, the spike encoder on
+(``spike_base="intervals"``), its colour-line recolouring (``base_chroma="colorline"``) and the encoder's
+exposure-centre rate channels (``centre_rates``) against a NumPy reference, the base fed to the backbone
+(``base_into="input"``), the spike encoder on
 ``fused_bias_act``, spike features resized by ``upfirdn2d``; each against the plain path."""
 
 from __future__ import annotations
