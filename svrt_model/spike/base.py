@@ -109,7 +109,6 @@ class SpikeLumaBase(nn.Module):
         if chroma_radius < 0:
             raise ModelInputError(f"SpikeLumaBase: chroma_radius must be >= 0, got {chroma_radius}")
         self.chroma_radius = chroma_radius
-        self.register_buffer("luma", torch.tensor(BT601_LUMA, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
         self.refiner = LumaRefiner(rate_inputs + 1 + bin_inputs, refine_channels) if rate_inputs else None
 
     def extra_repr(self) -> str:
@@ -139,10 +138,10 @@ class SpikeLumaBase(nn.Module):
                                   f"centres (bins=...), got {got}")
         rates = rates.to(dtype).flatten(0, 1)  # (B T) M Hs Ws
         size = tuple(rates.shape[-2:])
-        frames = rgb.flatten(0, 1).to(dtype)
-        luma = (frames * self.luma.to(dtype)).sum(1, keepdim=True)  # (B T) 1 H W
+        small = rgb.flatten(0, 1).to(dtype)  # (B T) 3 Hs Ws: the frames area-averaged to the spike size
         if size != (h, w):
-            luma = F.interpolate(luma, size=size, mode="area")
+            small = F.interpolate(small, size=size, mode="area")
+        luma = _luma(small)
         estimate = self.gain * rates[:, -1:]
         if self.refiner is not None:
             inputs = [self.gain * rates, luma]
@@ -150,7 +149,6 @@ class SpikeLumaBase(nn.Module):
                 inputs.append(self.gain * bins.to(dtype).flatten(0, 1))
             estimate = estimate + self.refiner(torch.cat(inputs, dim=1)).to(dtype)
         if self.chroma_radius:
-            small = F.interpolate(frames, size=size, mode="area") if size != (h, w) else frames
             delta = colorline_chroma(small, estimate, self.chroma_radius) - small
         else:
             delta = estimate - luma
@@ -171,8 +169,7 @@ def colorline_chroma(rgb: torch.Tensor, luma: torch.Tensor, radius: int, eps: fl
     dtype = torch.promote_types(torch.promote_types(rgb.dtype, luma.dtype), torch.float32)
     with torch.autocast(rgb.device.type, enabled=False):
         rgb, luma = rgb.to(dtype), luma.to(dtype)
-        red, green, blue = rgb.split(1, dim=1)  # Python-number weights: no host-to-device copy in a CUDA-graph capture
-        y = BT601_LUMA[0] * red + BT601_LUMA[1] * green + BT601_LUMA[2] * blue
+        y = _luma(rgb)
         d = rgb - y
 
         def mean(x: torch.Tensor) -> torch.Tensor:
@@ -182,6 +179,13 @@ def colorline_chroma(rgb: torch.Tensor, luma: torch.Tensor, radius: int, eps: fl
         a = (mean(y * d) - my * md) / (mean(y * y) - my * my + eps)
         b = md - a * my
         return luma + mean(a) * luma + mean(b)
+
+
+def _luma(rgb: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma ``(N, 1, H, W)`` of ``(N, 3, H, W)``; Python-number weights, so no host-to-device copy is made
+    inside a CUDA-graph capture."""
+    red, green, blue = rgb.split(1, dim=1)
+    return BT601_LUMA[0] * red + BT601_LUMA[1] * green + BT601_LUMA[2] * blue
 
 
 def exposure_rates(spikes: RawSpikes, spikes_each_side: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
