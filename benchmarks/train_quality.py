@@ -10,7 +10,8 @@
 2. Per variant: ``svrt_model.train.train`` (the ``tiny`` preset's recipe with the size and step overrides
    below, identical for all three; ``--spike-input intervals`` feeds the model inter-spike-interval voxels
    computed from the store's packed bits instead of the stored counts; ``--spike-base intervals`` adds the
-   spikes' interval luminance to the spike variants' output, ``VRTSpikeConfig.spike_base``; ``--centre-rates``
+   spikes' interval luminance to the spike variants' output, ``VRTSpikeConfig.spike_base`` (``--base-chroma
+   colorline``: recoloured along the blurry frames' colour lines); ``--centre-rates``
    gives the cross-attention encoder that luminance for several m as extra channels, ``centre_rates``), then the last
    checkpoint restores
    every test sequence in clips of the training length over whole frames (``svrt_model.restore.evaluate_split``,
