@@ -378,10 +378,9 @@ def table(rows: list[dict], args: argparse.Namespace) -> str:
         spikes += f", output plus the spikes' interval luminance ({args.interval_spikes} spikes each side" + (
             ", refined by a learned CNN" + (" that also reads the readings at the K bins' centres)" if args.refine_bins
                                              else ")") if args.spike_base == "refined" else ")")
-    if args.spike_base != "none" and args.base_chroma == "colorline":
-        spikes += ", recoloured along the blurry frames' local colour lines"
-    if args.spike_base != "none" and args.base_into == "input":
-        spikes += ", the backbone reading the frames plus that luminance"
+    if args.spike_base != "none":
+        spikes += ", recoloured along the blurry frames' local colour lines" if args.base_chroma == "colorline" else ""
+        spikes += ", the backbone reading the frames plus that luminance" if args.base_into == "input" else ""
     if args.centre_rates:
         spikes += f", encoder also reads the centre interval luminance for m = {args.centre_rates}"
     ens = args.ensemble > 1

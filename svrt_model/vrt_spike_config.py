@@ -265,15 +265,13 @@ def _validate(cfg: VRTSpikeConfig) -> None:
     if cfg.refine_bins and cfg.spike_base != "refined":
         raise ModelConfigError(f"VRTSpikeConfig.refine_bins=True feeds the refiner of spike_base='refined', but "
                                f"spike_base={cfg.spike_base!r}; set spike_base='refined' or refine_bins=False")
-    _choice(cfg, "base_into", BASE_TARGETS)
-    if cfg.base_into != "output" and cfg.spike_base == "none":
-        raise ModelConfigError(f"VRTSpikeConfig.base_into={cfg.base_into!r} places the spike luminance base, but "
-                               "spike_base='none'; set spike_base to 'intervals' or 'refined', or base_into='output'")
-    _choice(cfg, "base_chroma", BASE_CHROMAS)
-    if cfg.base_chroma != "blurry" and cfg.spike_base == "none":
-        raise ModelConfigError(f"VRTSpikeConfig.base_chroma={cfg.base_chroma!r} recolours the spike luminance base, "
-                               "but spike_base='none'; set spike_base to 'intervals' or 'refined', or "
-                               "base_chroma='blurry'")
+    for name, choices, verb in (("base_into", BASE_TARGETS, "places"), ("base_chroma", BASE_CHROMAS, "recolours")):
+        _choice(cfg, name, choices)
+        value = getattr(cfg, name)
+        if value != choices[0] and cfg.spike_base == "none":  # choices[0]: the default, which needs no base
+            raise ModelConfigError(f"VRTSpikeConfig.{name}={value!r} {verb} the spike luminance base, but "
+                                   f"spike_base='none'; set spike_base to 'intervals' or 'refined', or "
+                                   f"{name}={choices[0]!r}")
     if not _is_int(cfg.colorline_radius) or cfg.colorline_radius < 1:
         raise ModelConfigError(f"VRTSpikeConfig.colorline_radius={cfg.colorline_radius!r}; expected an integer >= 1 "
                                "(1: 3x3 windows at the spike size)")
